@@ -1,0 +1,27 @@
+"""Shared fixtures: where the real test images live, and skips that say why."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NIPYPE_NO_ET", "1")  # no online version check from Nipype
+
+#: ../shared/data beside the project checkout (read-only in CI)
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real images of ../shared/data; skip with the reason when they are absent."""
+    if not (SHARED_DATA / "t1w").is_dir():
+        pytest.skip(f"real test images not found at {SHARED_DATA} (see README, 'Tests')")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def philips_t1w(shared_data: Path) -> Path:
+    """Raw Philips ADNI-protocol MPRAGE, full head, 1 mm."""
+    return shared_data / "t1w" / "philips_adni_sag3d_mprage_t1w.nii.gz"
