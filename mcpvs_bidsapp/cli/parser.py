@@ -61,7 +61,9 @@ def _json_file(value: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"{value}: not valid JSON ({err.msg}, line {err.lineno})")
+        raise argparse.ArgumentTypeError(
+            f"{value}: not valid JSON ({err.msg}, line {err.lineno})"
+        ) from None
     if not isinstance(data, dict):
         raise argparse.ArgumentTypeError(f"{value}: a JSON object is needed (PyBIDS filters)")
     return data
@@ -83,57 +85,87 @@ def build_parser() -> argparse.ArgumentParser:
 
     g_bids = parser.add_argument_group("selecting data")
     g_bids.add_argument(
-        "--participant-label", "--participant_label", nargs="+", default=[], metavar="LABEL",
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
         help="participants to process, with or without 'sub-' (default: all)",
     )
     g_bids.add_argument(
-        "--session-label", nargs="+", default=[], metavar="LABEL",
+        "--session-label",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
         help="sessions to process, with or without 'ses-' (default: all)",
     )
     g_bids.add_argument(
-        "--bids-filter-file", type=_json_file, default={}, metavar="FILE",
+        "--bids-filter-file",
+        type=_json_file,
+        default={},
+        metavar="FILE",
         help="JSON file of PyBIDS filters for the T1w query, e.g. "
         '{"t1w": {"acquisition": "mprage"}} or {"acquisition": "mprage"}',
     )
     g_bids.add_argument(
-        "--skip-bids-validation", action="store_true",
+        "--skip-bids-validation",
+        action="store_true",
         help="do not check that bids_dir is a valid BIDS dataset",
     )
 
     g_perf = parser.add_argument_group("resources")
     g_perf.add_argument(
-        "--nprocs", "--n-cpus", type=_positive_int, default=1,
+        "--nprocs",
+        "--n-cpus",
+        type=_positive_int,
+        default=1,
         help="processes Nipype runs at once (MultiProc)",
     )
     g_perf.add_argument(
-        "--omp-nthreads", type=_positive_int, default=None,
+        "--omp-nthreads",
+        type=_positive_int,
+        default=None,
         help="threads per process for ANTs, Samseg, torch (default: min(nprocs, 8))",
     )
     g_perf.add_argument(
-        "--mem-gb", type=_positive_float, default=None,
+        "--mem-gb",
+        type=_positive_float,
+        default=None,
         help="memory the scheduler may hand out (GB); steps that need more wait or fail clearly",
     )
     g_perf.add_argument(
-        "-w", "--work-dir", type=Path, default=None,
+        "-w",
+        "--work-dir",
+        type=Path,
+        default=None,
         help="intermediate files; a rerun with the same work dir resumes (default: ./work)",
     )
     g_perf.add_argument(
-        "--use-plugin", dest="plugin_settings", type=Path, default=None, metavar="FILE",
+        "--use-plugin",
+        dest="plugin_settings",
+        type=Path,
+        default=None,
+        metavar="FILE",
         help="Nipype plugin settings (YAML/JSON: plugin: SLURM, plugin_args: ...)",
     )
     g_perf.add_argument(
-        "--stop-on-first-crash", action="store_true",
+        "--stop-on-first-crash",
+        action="store_true",
         help="stop at the first failing step instead of finishing everything else",
     )
 
     g_wf = parser.add_argument_group("processing")
     g_wf.add_argument(
-        "--regions", choices=["samseg", "fast"], default="samseg",
+        "--regions",
+        choices=["samseg", "fast"],
+        default="samseg",
         help="BG/WM regions and ICV: FreeSurfer Samseg as in the paper (~10 min) or a fast "
         "atlas-registration path (~2 min; see docs/methods.md for its agreement with Samseg)",
     )
     g_wf.add_argument(
-        "--method", choices=["auto", "nnunet", "vesselness"], default="auto",
+        "--method",
+        choices=["auto", "nnunet", "vesselness"],
+        default="auto",
         help="PVS segmentation: an installed nnU-Net model, the built-in weight-free vesselness "
         "method, or auto (the model when it is installed, else vesselness; logged and recorded)",
     )
@@ -141,15 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=DEFAULT_MODEL_NAME, help="name of the installed nnU-Net model to use"
     )
     g_wf.add_argument(
-        "--model-store", type=Path, default=None,
+        "--model-store",
+        type=Path,
+        default=None,
         help=f"folder of installed models (default: $MCPVS_MODEL_STORE or {default_model_store()})",
     )
     g_wf.add_argument(
-        "--device", choices=["auto", "cuda", "cpu"], default="auto",
+        "--device",
+        choices=["auto", "cuda", "cpu"],
+        default="auto",
         help="where nnU-Net runs (auto: CUDA when torch sees a GPU)",
     )
     g_wf.add_argument(
-        "--profile", choices=["auto", "fast-cpu", "full-gpu"], default="auto",
+        "--profile",
+        choices=["auto", "fast-cpu", "full-gpu"],
+        default="auto",
         help="nnU-Net inference profile: fast-cpu = one fold, no mirroring, step 0.75; "
         "full-gpu = all folds, mirroring, step 0.5 (the paper's); auto picks by device",
     )
@@ -157,49 +195,74 @@ def build_parser() -> argparse.ArgumentParser:
         "--folds", nargs="+", type=int, default=None, help="nnU-Net folds (overrides the profile)"
     )
     g_wf.add_argument(
-        "--mirroring", action=argparse.BooleanOptionalAction, default=None,
+        "--mirroring",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="test-time mirroring (overrides the profile)",
     )
     g_wf.add_argument(
-        "--step-size", type=_step_size, default=None,
+        "--step-size",
+        type=_step_size,
+        default=None,
         help="sliding-window tile step, fraction of the patch (overrides the profile)",
     )
     g_wf.add_argument(
-        "--wmh-derivatives", type=Path, default=None, metavar="DIR",
+        "--wmh-derivatives",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="BIDS-Derivatives with WMH masks (suffix mask, label/desc WMH) for PVS-WMH overlap",
     )
     g_wf.add_argument(
-        "--reports-only", action="store_true",
+        "--reports-only",
+        action="store_true",
         help="only rebuild the HTML reports from existing outputs",
     )
 
     g_group = parser.add_argument_group("group level")
     g_group.add_argument(
-        "--covariates", nargs="+", default=[], metavar="COLUMN",
+        "--covariates",
+        nargs="+",
+        default=[],
+        metavar="COLUMN",
         help="participants.tsv columns to regress PVSnm on (e.g. age hypertension wmh_norm)",
     )
     g_group.add_argument(
-        "--visual-score-columns", nargs="+", default=[], metavar="COLUMN",
+        "--visual-score-columns",
+        nargs="+",
+        default=[],
+        metavar="COLUMN",
         help="participants.tsv columns with visual PVS scores, as REGION=COLUMN or COLUMN "
         "(e.g. BG=bg_score WM=wm_score)",
     )
     g_group.add_argument(
-        "--vendor-column", default=None, metavar="COLUMN",
+        "--vendor-column",
+        default=None,
+        metavar="COLUMN",
         help="participants.tsv column with the scanner vendor (default: the T1w sidecar's "
         "Manufacturer)",
     )
     g_group.add_argument(
-        "--manual-masks", type=Path, default=None, metavar="DIR",
+        "--manual-masks",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="BIDS-Derivatives with manual PVS masks (desc-manual_mask) for Dice/Precision/Recall",
     )
     g_group.add_argument(
-        "--min-group-size", type=_positive_int, default=5,
+        "--min-group-size",
+        type=_positive_int,
+        default=5,
         help="visual-score groups smaller than this are left out of ANOVA/post-hoc (paper: 5)",
     )
 
     g_other = parser.add_argument_group("other")
     g_other.add_argument(
-        "-v", "--verbose", dest="verbosity", action="count", default=0,
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="count",
+        default=0,
         help="more log output (-v, -vv)",
     )
     return parser

@@ -1,1 +1,1 @@
-"""workflows."""
+"""Nipype workflows: they only wire interfaces (one paper step, one interface)."""

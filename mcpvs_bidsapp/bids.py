@@ -1,0 +1,210 @@
+"""BIDS input discovery and derivative naming.
+
+Discovery uses PyBIDS with an in-memory index only, so the input tree is never written to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcpvs_bidsapp import __version__
+
+#: Entities a T1w may carry, in the order BIDS writes them in file names.
+ENTITY_ORDER = (
+    ("subject", "sub"),
+    ("session", "ses"),
+    ("task", "task"),
+    ("acquisition", "acq"),
+    ("ceagent", "ce"),
+    ("reconstruction", "rec"),
+    ("direction", "dir"),
+    ("run", "run"),
+    ("echo", "echo"),
+    ("flip", "flip"),
+    ("inv", "inv"),
+    ("mtransfer", "mt"),
+    ("part", "part"),
+    ("chunk", "chunk"),
+)
+_KEY_TO_ENTITY = {key: ent for ent, key in ENTITY_ORDER}
+CODE_URL = "https://github.com/mcpvs/mcpvs"
+
+
+class BIDSError(Exception):
+    """A problem with the input dataset or the selection, shown to the user as one line."""
+
+
+@dataclass
+class T1wInput:
+    """One T1w image to process, with the entities its derivatives mirror."""
+
+    path: Path
+    entities: dict = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return self.entities["subject"]
+
+    @property
+    def prefix(self) -> str:
+        """File-name prefix of its derivatives: the input name without ``_T1w.nii[.gz]``."""
+        return derivative_prefix(self.path)
+
+    @property
+    def anat_dir(self) -> Path:
+        """Relative folder of its derivatives (``sub-X[/ses-Y]/anat``)."""
+        parts = [f"sub-{self.subject}"]
+        if self.entities.get("session"):
+            parts.append(f"ses-{self.entities['session']}")
+        return Path(*parts, "anat")
+
+    @property
+    def node_name(self) -> str:
+        """A Nipype-safe workflow name unique within the participant."""
+        return "t1w_" + re.sub(r"[^0-9a-zA-Z]", "_", self.prefix)
+
+    def relative_to(self, bids_dir: Path) -> str:
+        return str(self.path.relative_to(bids_dir))
+
+
+def derivative_prefix(t1w_path: Path | str) -> str:
+    """``sub-01_ses-1_run-2_T1w.nii.gz`` -> ``sub-01_ses-1_run-2``."""
+    name = Path(t1w_path).name
+    match = re.match(r"^(sub-[^_]+.*?)_T1w\.nii(\.gz)?$", name)
+    if not match:
+        raise BIDSError(f"{name}: not a BIDS T1w file name (sub-<label>[_...]_T1w.nii[.gz])")
+    return match.group(1)
+
+
+def parse_entities(t1w_path: Path | str) -> dict:
+    """Entities from a BIDS file name (no PyBIDS needed: group level and writers use it)."""
+    entities = {}
+    for chunk in derivative_prefix(t1w_path).split("_"):
+        key, _, value = chunk.partition("-")
+        if key in _KEY_TO_ENTITY and value:
+            ent = _KEY_TO_ENTITY[key]
+            entities[ent] = int(value) if ent == "run" and value.isdigit() else value
+    return entities
+
+
+def check_paths(bids_dir: Path, output_dir: Path, work_dir: Path | None) -> None:
+    """Refuse output or work folders that would write into the input dataset."""
+    bids_dir = bids_dir.resolve()
+    if not bids_dir.is_dir():
+        raise BIDSError(f"{bids_dir}: bids_dir does not exist or is not a folder")
+    out = output_dir.resolve()
+    if out == bids_dir or bids_dir in out.parents:
+        raise BIDSError(
+            f"{output_dir}: output_dir must not be bids_dir or inside it "
+            "(use e.g. <bids_dir>/../derivatives/mcpvs)"
+        )
+    if work_dir is not None:
+        work = work_dir.resolve()
+        if work == bids_dir or bids_dir in work.parents:
+            raise BIDSError(f"{work_dir}: the work dir must not be inside bids_dir")
+
+
+def _validate_dataset(bids_dir: Path) -> None:
+    """The minimum a BIDS dataset needs; PyBIDS's own check refuses the rest."""
+    desc = bids_dir / "dataset_description.json"
+    if not desc.is_file():
+        raise BIDSError(
+            f"{bids_dir}: not a BIDS dataset (no dataset_description.json); "
+            "use --skip-bids-validation to try anyway"
+        )
+    try:
+        json.loads(desc.read_text())
+    except json.JSONDecodeError as err:
+        raise BIDSError(f"{desc}: not valid JSON ({err.msg}, line {err.lineno})") from err
+
+
+def collect_t1w(
+    bids_dir: Path,
+    participant_label: list[str] | None = None,
+    session_label: list[str] | None = None,
+    bids_filters: dict | None = None,
+    validate: bool = True,
+) -> dict[str, list[T1wInput]]:
+    """Every T1w per selected participant, as {label: [T1wInput, ...]}.
+
+    Unknown participant labels are an error (one line naming them), as in fMRIPrep.
+    """
+    from bids import BIDSLayout
+    from bids.layout import BIDSLayoutIndexer
+
+    bids_dir = Path(bids_dir).absolute()
+    participant_label = [p.removeprefix("sub-") for p in participant_label or []]
+    session_label = [s.removeprefix("ses-") for s in session_label or []]
+    if validate:
+        _validate_dataset(bids_dir)
+    try:
+        layout = BIDSLayout(
+            str(bids_dir),
+            validate=validate,
+            indexer=BIDSLayoutIndexer(validate=validate, index_metadata=False),
+        )
+    except Exception as err:  # PyBIDS raises many types; the user needs one line
+        raise BIDSError(f"{bids_dir}: cannot index as BIDS ({err})") from err
+
+    subjects = sorted(layout.get_subjects())
+    if participant_label:
+        missing = sorted(set(participant_label) - set(subjects))
+        if missing:
+            raise BIDSError(
+                f"{bids_dir}: participant(s) not found: {', '.join('sub-' + m for m in missing)}"
+                f" (available: {', '.join(subjects[:10]) or 'none'}"
+                f"{' ...' if len(subjects) > 10 else ''})"
+            )
+        subjects = [s for s in subjects if s in participant_label]
+    if not subjects:
+        raise BIDSError(f"{bids_dir}: no participants (sub-<label> folders) found")
+
+    filters = dict(bids_filters or {})
+    filters = dict(filters.get("t1w", filters))  # accept fMRIPrep-style {"t1w": {...}}
+    query = {"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}
+    query.update(filters)
+    if session_label:
+        query["session"] = session_label
+
+    found: dict[str, list[T1wInput]] = {}
+    for subject in subjects:
+        files = layout.get(subject=subject, return_type="object", **query)
+        items = []
+        for bids_file in sorted(files, key=lambda f: f.path):
+            path = Path(bids_file.path)
+            items.append(T1wInput(path=path, entities=parse_entities(path)))
+        found[subject] = items
+    return found
+
+
+def dataset_description(container: dict | None = None) -> dict:
+    """The derivative dataset_description.json content."""
+    generated = {"Name": "mcpvs", "Version": __version__, "CodeURL": CODE_URL}
+    if container:
+        generated["Container"] = container
+    return {
+        "Name": "mcpvs: perivascular space segmentation and measures",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "HowToAcknowledge": (
+            "Cite Huang et al. (2024) NeuroImage 'Development and validation of a perivascular "
+            "space segmentation method in multi-center datasets' and the mcpvs software."
+        ),
+    }
+
+
+def container_info() -> dict | None:
+    """Container type/tag when running in one (set by the Dockerfile)."""
+    import os
+
+    ctype = os.environ.get("MCPVS_CONTAINER_TYPE")
+    if not ctype:
+        return None
+    info = {"Type": ctype}
+    if os.environ.get("MCPVS_CONTAINER_TAG"):
+        info["Tag"] = os.environ["MCPVS_CONTAINER_TAG"]
+    return info

@@ -1,0 +1,88 @@
+"""Atomic file writing: a crash or a full disk never leaves a half file under a final name."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def stage(final: Path | str, writer) -> Path:
+    """Write ``final``'s content to a temporary file beside it with ``writer(tmp_path)``.
+
+    Returns the temporary path; the caller renames it into place (``os.replace``) when every
+    file of a set is ready, or deletes it. Beside the final name so that the rename is atomic
+    on POSIX file systems (also on clusters' shared file systems).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.name.split('.')[0]}.", suffix="".join(final.suffixes), dir=final.parent
+    )
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.chmod(tmp, 0o644)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_path(final: Path | str):
+    """Yield a temporary path beside ``final``; rename it into place only on success."""
+    tmp = stage(final, lambda _: None)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(final: Path | str, text: str) -> Path:
+    """Write text atomically."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text)
+    return Path(final)
+
+
+def write_json(final: Path | str, data: dict) -> Path:
+    """Write a JSON file atomically (sorted keys off: BIDS readers like the given order)."""
+    return write_text(final, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def copy_file(src: Path | str, final: Path | str) -> Path:
+    """Copy a file atomically."""
+    with atomic_path(final) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(final)
+
+
+def write_if_absent_json(final: Path | str, data: dict) -> Path:
+    """Write a shared file (dataset_description, label tables) only when it is missing.
+
+    Many array tasks may race here: each writes its own temporary file and the rename is
+    atomic, so the file is always complete; identical content makes the race harmless.
+    """
+    final = Path(final)
+    if not final.exists():
+        write_json(final, data)
+    return final
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,142 @@
+"""Top-level workflow: one sub-workflow per participant, one per T1w inside it."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from pathlib import Path
+
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from mcpvs_bidsapp.bids import T1wInput
+from mcpvs_bidsapp.config import Settings
+from mcpvs_bidsapp.interfaces.derivatives import WriteDerivatives
+from mcpvs_bidsapp.interfaces.measures import PVSMeasures
+from mcpvs_bidsapp.workflows.preproc import init_preproc_wf
+from mcpvs_bidsapp.workflows.segment import init_segment_wf
+
+
+def log_dir(settings: Settings, participant_label: str) -> Path:
+    """``<output_dir>/sub-<label>/log/<run_id>``: crash files and the run's status."""
+    return settings.output_dir / f"sub-{participant_label}" / "log" / settings.run_id
+
+
+def init_mcpvs_wf(
+    settings: Settings,
+    t1w_inputs: dict[str, list[T1wInput]],
+    *,
+    method: str,
+    nnunet_options: dict | None = None,
+    wmh_files: dict[str, str] | None = None,
+    name: str = "mcpvs_wf",
+) -> pe.Workflow:
+    """All selected participants; the name is stable so that a rerun resumes from work_dir."""
+    workflow = pe.Workflow(name=name)
+    workflow.base_dir = str(settings.work_dir)
+    for label, inputs in t1w_inputs.items():
+        if not inputs:
+            continue
+        subject_wf = init_single_subject_wf(
+            settings,
+            label,
+            inputs,
+            method=method,
+            nnunet_options=nnunet_options,
+            wmh_files=wmh_files or {},
+        )
+        crash_dir = log_dir(settings, label)
+        subject_wf.config["execution"]["crashdump_dir"] = str(crash_dir)
+        for node in subject_wf._get_all_nodes():
+            node.config = deepcopy(subject_wf.config)
+        workflow.add_nodes([subject_wf])
+    return workflow
+
+
+def init_single_subject_wf(
+    settings: Settings,
+    participant_label: str,
+    t1w_inputs: list[T1wInput],
+    *,
+    method: str,
+    nnunet_options: dict | None = None,
+    wmh_files: dict[str, str] | None = None,
+    name: str | None = None,
+) -> pe.Workflow:
+    """Every T1w of one participant, each in its own independent sub-workflow."""
+    workflow = pe.Workflow(name=name or f"sub_{_safe(participant_label)}_wf")
+    for t1w in t1w_inputs:
+        workflow.add_nodes(
+            [
+                init_t1w_wf(
+                    settings,
+                    t1w,
+                    method=method,
+                    nnunet_options=nnunet_options,
+                    wmh_file=(wmh_files or {}).get(str(t1w.path)),
+                )
+            ]
+        )
+    return workflow
+
+
+def init_t1w_wf(
+    settings: Settings,
+    t1w: T1wInput,
+    *,
+    method: str,
+    nnunet_options: dict | None = None,
+    wmh_file: str | None = None,
+    name: str | None = None,
+) -> pe.Workflow:
+    """One T1w: preprocessing -> PVS segmentation -> measures -> derivatives (committed last)."""
+    workflow = pe.Workflow(name=name or t1w.node_name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
+    inputnode.inputs.t1w = str(t1w.path)
+
+    preproc_wf = init_preproc_wf(regions=settings.regions, omp_nthreads=settings.omp_nthreads)
+    segment_wf = init_segment_wf(
+        method=method, omp_nthreads=settings.omp_nthreads, nnunet_options=nnunet_options
+    )
+    measures = pe.Node(PVSMeasures(), name="measures", mem_gb=2)
+    if wmh_file:
+        measures.inputs.in_wmh = wmh_file
+    write = pe.Node(
+        WriteDerivatives(
+            base_directory=str(settings.output_dir),
+            bids_dir=str(settings.bids_dir),
+            source_file=str(t1w.path),
+        ),
+        name="write_derivatives",
+        mem_gb=1,
+        overwrite=True,  # outputs deleted by hand come back on a resumed run
+    )
+    if wmh_file:
+        write.inputs.wmh_file = wmh_file
+
+    workflow.connect([
+        (inputnode, preproc_wf, [("t1w", "inputnode.t1w")]),
+        (preproc_wf, segment_wf, [("outputnode.preproc_t1w", "inputnode.preproc_t1w"),
+                                  ("outputnode.regions_dseg", "inputnode.regions_dseg"),
+                                  ("outputnode.brain_mask", "inputnode.brain_mask")]),
+        (segment_wf, measures, [("outputnode.pvs_mask", "in_mask")]),
+        (preproc_wf, measures, [("outputnode.regions_dseg", "in_dseg"),
+                                ("outputnode.brain_mask", "in_brain_mask"),
+                                ("outputnode.icv_mm3", "icv_mm3")]),
+        (preproc_wf, write, [("outputnode.brain_mask", "brain_mask"),
+                             ("outputnode.preproc_t1w", "preproc_t1w"),
+                             ("outputnode.regions_dseg", "regions_dseg"),
+                             ("outputnode.regions_method", "regions_method"),
+                             ("outputnode.icv_source", "icv_source"),
+                             ("outputnode.warnings", "warnings"),
+                             ("outputnode.n4_parameters", "n4_parameters"),
+                             ("outputnode.fcm_parameters", "fcm_parameters")]),
+        (segment_wf, write, [("outputnode.pvs_mask", "pvs_mask"),
+                             ("outputnode.pvs_probseg", "pvs_probseg"),
+                             ("outputnode.parameters", "segment_parameters")]),
+        (measures, write, [("out_measures", "measures"), ("out_clusters", "clusters")]),
+    ])  # fmt: skip
+    return workflow
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label)

@@ -1,0 +1,210 @@
+"""The CLI as a user runs it: error paths (fast) and a real two-participant run (slow)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+import pytest
+
+from mcpvs_bidsapp import __version__
+from mcpvs_bidsapp.cli.run import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``mcpvs`` in a subprocess, as a user would (no shared state with the tests)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mcpvs_bidsapp.cli.run", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=3000,
+        env={**__import__("os").environ, "NIPYPE_NO_ET": "1", "PYTHONPATH": str(REPO)},
+    )
+
+
+def make_bids(root: Path, t1ws: dict[str, Path | None]) -> Path:
+    """A BIDS dataset with one T1w per participant (``None``: no anat at all)."""
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "test", "BIDSVersion": "1.9.0"})
+    )
+    for label, src in t1ws.items():
+        anat = root / f"sub-{label}" / "anat"
+        anat.mkdir(parents=True)
+        if src is not None:
+            shutil.copyfile(src, anat / f"sub-{label}_T1w.nii.gz")
+            (anat / f"sub-{label}_T1w.json").write_text(
+                json.dumps({"Manufacturer": "Philips", "MagneticFieldStrength": 3})
+            )
+    return root
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--participant-label",
+        "--session-label",
+        "--bids-filter-file",
+        "--nprocs",
+        "--omp-nthreads",
+        "--mem-gb",
+        "--work-dir",
+        "--skip-bids-validation",
+        "--stop-on-first-crash",
+        "--regions",
+        "--method",
+        "--model",
+    ):
+        assert option in text
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"mcpvs {__version__}"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["{bids}", "{bids}/derivatives/mcpvs", "participant"],
+            "output_dir must not be bids_dir or inside it",
+        ),
+        (["{bids}", "{bids}", "participant"], "output_dir must not be bids_dir"),
+        (
+            ["{bids}", "{tmp}/out", "participant", "-w", "{bids}/work"],
+            "work dir must not be inside bids_dir",
+        ),
+        (
+            ["{bids}", "{tmp}/out", "participant", "--participant-label", "sub-99"],
+            r"participant\(s\) not found: sub-99",
+        ),
+        (["{tmp}/nothing", "{tmp}/out", "participant"], "does not exist"),
+        (["{tmp}/plain", "{tmp}/out", "participant"], "not a BIDS dataset"),
+    ],
+)
+def test_error_paths_one_line_nonzero(tmp_path, shared_data, args, message, capsys):
+    bids = make_bids(tmp_path / "bids", {"01": None})
+    (tmp_path / "plain").mkdir()
+    argv = [a.format(bids=bids, tmp=tmp_path) for a in args]
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("mcpvs: error: ")
+    assert __import__("re").search(message, err), err
+    assert not (bids / "derivatives").exists()
+
+
+def test_bids_examples_empty_images_fail_per_file(shared_data, tmp_path):
+    """Placeholder (0-byte) images: one clear line each, exit 1, no traceback, status written."""
+    src = shared_data / "bids-examples" / "ds001"
+    out = tmp_path / "out"
+    proc = run_cli(
+        src, out, "participant", "--participant-label", "01", "02", "-w", tmp_path / "work"
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mcpvs: error:")]
+    assert errors == [
+        "mcpvs: error: sub-01_T1w.nii.gz: file is empty (0 bytes)",
+        "mcpvs: error: sub-02_T1w.nii.gz: file is empty (0 bytes)",
+    ]
+    for label in ("01", "02"):
+        status = json.loads(
+            next((out / f"sub-{label}" / "log").glob("*/mcpvs_status.json")).read_text()
+        )
+        assert status["runs"][0]["status"] == "failed"
+        assert "file is empty" in status["runs"][0]["error"]
+        assert (out / f"sub-{label}.html").exists()
+        assert not list((out / f"sub-{label}").glob("anat/*"))  # nothing half-written
+    desc = json.loads((out / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+
+
+@pytest.mark.slow
+def test_two_real_participants_and_a_bad_one(shared_data, tmp_path):
+    """Two real T1w heads end to end, plus a 4D image that must fail alone."""
+    bad = tmp_path / "bad_4d.nii.gz"
+    nb.Nifti1Image(np.ones((40, 40, 40, 3), np.float32), np.eye(4)).to_filename(bad)
+    bids = make_bids(
+        tmp_path / "bids",
+        {
+            "01": shared_data / "t1w" / "philips_adni_sag3d_mprage_t1w.nii.gz",
+            "02": shared_data / "t1w" / "niivue_otsu_t1w.nii.gz",
+            "03": bad,
+        },
+    )
+    (bids / "sub-01" / "ses-1").mkdir()  # sessions: move sub-01 into ses-1
+    shutil.move(bids / "sub-01" / "anat", bids / "sub-01" / "ses-1" / "anat")
+    anat = bids / "sub-01" / "ses-1" / "anat"
+    for f in list(anat.iterdir()):
+        f.rename(anat / f.name.replace("sub-01_", "sub-01_ses-1_"))
+    before = {p: p.stat().st_mtime for p in bids.rglob("*")}
+    out = tmp_path / "out"
+    proc = run_cli(
+        bids,
+        out,
+        "participant",
+        "--regions",
+        "fast",
+        "--method",
+        "vesselness",
+        "--nprocs",
+        "2",
+        "--omp-nthreads",
+        "2",
+        "-w",
+        tmp_path / "work",
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mcpvs: error:")]
+    assert errors == [
+        "mcpvs: error: sub-03_T1w.nii.gz: image is 4D (shape 40x40x40x3); a 3D T1w is needed"
+    ]
+    assert {p: p.stat().st_mtime for p in bids.rglob("*")} == before  # input untouched
+
+    for prefix, anat_dir, src in (
+        ("sub-01_ses-1", out / "sub-01" / "ses-1" / "anat", anat / "sub-01_ses-1_T1w.nii.gz"),
+        ("sub-02", out / "sub-02" / "anat", bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"),
+    ):
+        ref = nb.load(src)
+        for name in (
+            "desc-brain_mask",
+            "desc-preproc_T1w",
+            "desc-regions_dseg",
+            "space-T1w_desc-pvs_mask",
+            "space-T1w_desc-pvs_probseg",
+        ):
+            img = nb.load(anat_dir / f"{prefix}_{name}.nii.gz")
+            assert img.shape == ref.shape and np.allclose(img.affine, ref.affine)
+            meta = json.loads((anat_dir / f"{prefix}_{name}.json").read_text())
+            assert meta["Sources"][0] == f"bids:raw:{src.relative_to(bids).as_posix()}"
+        brain = np.asanyarray(nb.load(anat_dir / f"{prefix}_desc-brain_mask.nii.gz").dataobj)
+        brain_ml = brain.sum() * np.prod(ref.header.get_zooms()[:3]) / 1000
+        assert 900 < brain_ml < 2000  # adult brain/intracranial range, mL
+        pvs = np.asanyarray(nb.load(anat_dir / f"{prefix}_space-T1w_desc-pvs_mask.nii.gz").dataobj)
+        assert 0 < pvs.sum() < 0.02 * brain.sum()
+        assert not np.any(pvs[brain == 0])
+        meta = json.loads((anat_dir / f"{prefix}_space-T1w_desc-pvs_mask.json").read_text())
+        assert meta["Method"] == "vesselness"
+        assert meta["SoftwareVersions"]["mcpvs"] == __version__
+        measures = (anat_dir / f"{prefix}_desc-pvs_measures.tsv").read_text().splitlines()
+        assert measures[0].split("\t")[:3] == ["region", "pvs_volume_mm3", "pvs_count"]
+        assert [row.split("\t")[0] for row in measures[1:]] == ["BG", "WM", "whole_brain"]
+        assert not list(anat_dir.glob(".*"))  # no temporary files left
+    status = json.loads(next((out / "sub-03" / "log").glob("*/mcpvs_status.json")).read_text())
+    assert status["runs"][0]["status"] == "failed"
+    assert not (out / "sub-03" / "anat").exists()
+    for label in ("01", "02", "03"):
+        assert (out / f"sub-{label}.html").exists()
+    assert (out / "desc-regions_dseg.tsv").read_text().startswith("index\tname\n0\tbackground")
