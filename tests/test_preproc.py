@@ -89,7 +89,11 @@ def test_fcm_equals_the_packages_cli(head2mm, tmp_path):
     img, mask = head2mm
     data = np.asanyarray(img.dataobj, dtype=np.float32)
     corrected, _ = n4_masked(data, mask, img.affine, num_threads=2)
-    in_file, mask_file, out_file = tmp_path / "n4.nii.gz", tmp_path / "m.nii.gz", tmp_path / "o.nii.gz"
+    in_file, mask_file, out_file = (
+        tmp_path / "n4.nii.gz",
+        tmp_path / "m.nii.gz",
+        tmp_path / "o.nii.gz",
+    )
     nb.Nifti1Image(corrected, img.affine).to_filename(in_file)
     nb.Nifti1Image(mask.astype(np.uint8), img.affine).to_filename(mask_file)
     cli = Path(sys.executable).with_name("intensity-normalize")
