@@ -151,7 +151,7 @@ def fast_regions(philips_t1w, tmp_path_factory):
     res = wf.run()
     nodes = {n.name: n for n in res.nodes()}
     brain = nodes["brain_extraction"].result.outputs.out_mask
-    dseg = nodes["atlas_regions"].result.outputs.out_dseg
+    dseg = nodes["regions_fast"].result.outputs.out_dseg
     icv = nodes["brain_extraction"].result.outputs.brain_volume_mm3
     return nb.load(str(philips_t1w)), nb.load(brain), nb.load(dseg), icv
 
@@ -190,7 +190,7 @@ def test_fast_regions_follow_an_oblique_reoriented_input(philips_t1w, tmp_path):
     wf.inputs.inputnode.t1w = str(path2)
     res = wf.run()
     nodes = {n.name: n for n in res.nodes()}
-    dseg_img = nb.load(nodes["atlas_regions"].result.outputs.out_dseg)
+    dseg_img = nb.load(nodes["regions_fast"].result.outputs.out_dseg)
     brain_img = nb.load(nodes["brain_extraction"].result.outputs.out_mask)
     assert dseg_img.shape == data2.shape and np.allclose(dseg_img.affine, affine2)
     img2 = nb.load(str(path2))
@@ -210,7 +210,7 @@ def test_samseg_regions_and_icv_on_a_real_head(philips_t1w, tmp_path):
     res = wf.run()
     nodes = {n.name: n for n in res.nodes()}
     sam = nodes["samseg"].result.outputs
-    reg = nodes["samseg_regions"].result.outputs
+    reg = nodes["regions"].result.outputs
     img = nb.load(str(src))
     seg = nb.load(sam.out_seg)
     assert seg.shape == img.shape and np.array_equal(seg.affine, img.affine)

@@ -47,9 +47,8 @@ def init_regions_wf(
             Samseg(num_threads=omp_nthreads, profile=samseg_profile),
             name="samseg",
             n_procs=omp_nthreads,
-            mem_gb=4,
         )
-        labels = pe.Node(SamsegRegions(), name="samseg_regions", mem_gb=2)
+        labels = pe.Node(SamsegRegions(), name="regions")
         outputnode.inputs.icv_source = f"Samseg sbTIV (samseg {_samseg_version()})"
         workflow.connect([
             (inputnode, samseg, [("t1w", "in_file")]),
@@ -63,10 +62,10 @@ def init_regions_wf(
         DeepBetBrainMask(num_threads=omp_nthreads),
         name="brain_extraction",
         n_procs=omp_nthreads,
-        mem_gb=3,
     )
+    # node names match mcpvs_bidsapp.resources.STEP_MEM_GB, which sets their mem_gb
     atlas = pe.Node(
-        AtlasRegions(num_threads=omp_nthreads), name="atlas_regions", n_procs=omp_nthreads, mem_gb=3
+        AtlasRegions(num_threads=omp_nthreads), name="regions_fast", n_procs=omp_nthreads
     )
     outputnode.inputs.icv_source = "brain-mask volume (deepbet; --regions fast)"
     workflow.connect([
