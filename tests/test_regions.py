@@ -14,6 +14,7 @@ from mcpvs_bidsapp.interfaces.samseg import (
     BG_LABELS,
     SamsegError,
     labels_to_regions,
+    looks_skull_stripped,
     read_sbtiv,
     seg_to_native,
 )
@@ -74,6 +75,22 @@ def test_seg_to_native_keeps_the_exact_grid_and_refuses_another(tmp_path):
     nb.MGHImage(lab[:-1], ref.affine).to_filename(tmp_path / "seg2.mgz")
     with pytest.raises(SamsegError, match="t1w.nii.gz: Samseg output grid"):
         seg_to_native(tmp_path / "seg2.mgz", tmp_path / "t1w.nii.gz", tmp_path / "x.nii.gz")
+
+
+@pytest.mark.parametrize(
+    "name, stripped",
+    [
+        ("t1w/mne_sample_brain_t1w.nii.gz", True),  # FreeSurfer brain.mgz
+        ("other/niivue_lesion_flair.nii.gz", True),  # skull-stripped FLAIR
+        ("t1w/philips_adni_sag3d_mprage_t1w.nii.gz", False),
+        ("t1w/arc2017_stroke_t1w.nii.gz", False),
+        ("t1w/niivue_otsu_t1w.nii.gz", False),
+    ],
+)
+def test_skull_stripped_inputs_are_flagged(shared_data, name, stripped):
+    img = nb.load(str(shared_data / name))
+    data = np.asanyarray(img.dataobj)
+    assert looks_skull_stripped(data, img.header.get_zooms()[:3]) is stripped
 
 
 def test_regions_wf_builds_both_methods_and_refuses_others():

@@ -69,6 +69,21 @@ class SamsegError(RuntimeError):
     """Samseg failed; the message names the input and the last lines of Samseg's log."""
 
 
+def looks_skull_stripped(data: np.ndarray, zooms) -> bool:
+    """True when the non-zero part of the image is brain-sized (already skull-stripped).
+
+    A raw head keeps scalp, skull and noise around the brain: its non-background volume is
+    3-6 L.  A stripped image has exact zeros outside a 0.8-2.3 L blob.  Cheap and
+    deliberately conservative: it flags, never changes the processing.
+    """
+    finite = np.nan_to_num(data, nan=0.0)
+    nonzero = finite != 0
+    if nonzero.mean() > 0.7:  # no zero background at all: not stripped
+        return False
+    volume_l = nonzero.sum() * float(np.prod(zooms)) / 1e6
+    return bool(0.8 < volume_l < 2.3)
+
+
 def read_sbtiv(stats_file: str | Path) -> float:
     """sbTIV in mm³ from Samseg's ``sbtiv.stats`` (``# Measure Intra-Cranial, <v>, mm^3``)."""
     text = Path(stats_file).read_text()
@@ -89,6 +104,8 @@ class _SamsegOutputSpec(TraitedSpec):
     sbtiv_mm3 = traits.Float(desc="Samseg's sbTIV (intracranial volume), mm³")
     out_stats = File(exists=True, desc="samseg.stats: volume of every Samseg structure")
     out_dir = traits.Directory(exists=True, desc="Samseg's own output folder")
+    skull_stripped = traits.Bool(desc="the input looked skull-stripped")
+    icv_source = traits.Str(desc="where icv_mm3 comes from, with caveats")
 
 
 class Samseg(SimpleInterface):
@@ -135,7 +152,23 @@ class Samseg(SimpleInterface):
         self._results["sbtiv_mm3"] = read_sbtiv(out_dir / "sbtiv.stats")
         self._results["out_stats"] = str(out_dir / "samseg.stats")
         self._results["out_dir"] = str(out_dir)
+        img = nb.load(str(in_file))
+        stripped = looks_skull_stripped(np.asanyarray(img.dataobj), img.header.get_zooms()[:3])
+        self._results["skull_stripped"] = stripped
+        source = f"Samseg sbTIV (samseg {_samseg_version()}, profile {self.inputs.profile})"
+        if stripped:
+            source += "; input looks skull-stripped, so sbTIV misses extra-cerebral CSF"
+        self._results["icv_source"] = source
         return runtime
+
+
+def _samseg_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("samseg")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
 
 
 def seg_to_native(seg_file: str | Path, ref_file: str | Path, out_file: str | Path) -> Path:

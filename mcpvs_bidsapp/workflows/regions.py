@@ -49,11 +49,10 @@ def init_regions_wf(
             n_procs=omp_nthreads,
         )
         labels = pe.Node(SamsegRegions(), name="regions")
-        outputnode.inputs.icv_source = f"Samseg sbTIV (samseg {_samseg_version()})"
         workflow.connect([
             (inputnode, samseg, [("t1w", "in_file")]),
             (samseg, labels, [("out_seg", "in_seg")]),
-            (samseg, outputnode, [("sbtiv_mm3", "icv_mm3")]),
+            (samseg, outputnode, [("sbtiv_mm3", "icv_mm3"), ("icv_source", "icv_source")]),
             (labels, outputnode, [("out_mask", "brain_mask"), ("out_dseg", "dseg")]),
         ])  # fmt: skip
         return workflow
@@ -76,12 +75,3 @@ def init_regions_wf(
         (atlas, outputnode, [("out_dseg", "dseg")]),
     ])  # fmt: skip
     return workflow
-
-
-def _samseg_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("samseg")
-    except Exception:  # pragma: no cover - metadata missing in odd installs
-        return "unknown"
