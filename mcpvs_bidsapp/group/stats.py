@@ -300,6 +300,11 @@ def icc(matrix) -> pd.DataFrame:
     n, k = x.shape
     if n < 2 or k < 2:
         raise ValueError("ICC needs at least two targets and two measurements")
+    with np.errstate(divide="ignore", invalid="ignore"):  # perfect agreement: inf F, nan CI
+        return _icc(x, n, k)
+
+
+def _icc(x: np.ndarray, n: int, k: int) -> pd.DataFrame:
     grand = x.mean()
     ss_rows = k * ((x.mean(axis=1) - grand) ** 2).sum()
     ss_cols = n * ((x.mean(axis=0) - grand) ** 2).sum()
