@@ -160,3 +160,18 @@ def test_tukey_outliers():
     values = np.r_[np.linspace(10, 20, 50), 100.0, np.nan]
     flags = stats.tukey_outliers(values)
     assert flags[50] and not flags[:50].any() and not flags[51]
+
+
+def test_regression_unknown_vendor_rows_leave_only_the_vendor_model():
+    rng = np.random.default_rng(4)
+    n = 60
+    frame = pd.DataFrame(
+        {"age": rng.uniform(50, 90, n), "vendor": rng.choice(["GE", "Siemens", "Philips"], n)}
+    )
+    frame["y"] = frame["age"] + rng.normal(0, 5, n)
+    frame.loc[:4, "vendor"] = np.nan
+    without, _ = stats.regression(frame, "y", ["age"])
+    with_vendor, _ = stats.regression(frame, "y", ["age"], "vendor")
+    assert without["n"].iloc[0] == n
+    assert with_vendor["n"].iloc[0] == n - 5
+    assert with_vendor["term"].str.startswith("vendor[T.").sum() == 2

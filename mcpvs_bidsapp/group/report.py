@@ -76,7 +76,7 @@ def _figures(dest: Path, results: dict) -> dict[str, str]:
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_ylabel("PVSnm (ppm of ICV)")
-    fig.suptitle("PVSnm by region (whiskers and flagged outliers: Tukey 1.5 IQR)")
+    fig.suptitle("PVSnm by region (whiskers and flagged outliers: Tukey 1.5 IQR)", y=1.03)
     save(fig, "pvsnm_by_region")
 
     vendors = sorted(table["vendor"].unique())
@@ -87,7 +87,7 @@ def _figures(dest: Path, results: dict) -> dict[str, str]:
         ax.set_xticks(range(1, len(vendors) + 1), vendors, rotation=30, ha="right")
         ax.set_title(name)
         ax.set_ylabel("PVSnm (ppm of ICV)")
-    fig.suptitle("PVSnm by scanner vendor")
+    fig.suptitle("PVSnm by scanner vendor", y=1.03)
     save(fig, "pvsnm_by_vendor")
 
     if "posthoc" in results:

@@ -253,8 +253,11 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
     results["table"] = table
     results["files"]["group_pvs"] = write_tsv(table, dest / "group_pvs.tsv", "group_pvs")
     results["failures"] = failures
-    vendor = "vendor" if table["vendor"].nunique() > 1 else None
+    known = sorted(v for v in table["vendor"].unique() if v != "n/a")
+    vendor = "vendor" if len(known) > 1 else None
     cross = first_per_participant(table)
+    # an unknown vendor is a missing value for the models, not a vendor of its own
+    model_frame = cross.assign(vendor=cross["vendor"].replace("n/a", np.nan))
     notes: list[str] = []
     if len(cross) < len(table):
         notes.append(
@@ -269,7 +272,7 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         for outcome in ("bg_pvsnm", "wm_pvsnm"):
             models = [("covariates", None)] + ([("covariates+vendor", "vendor")] if vendor else [])
             for name, vcol in models:
-                res, model_notes = stats.regression(cross, outcome, settings.covariates, vcol)
+                res, model_notes = stats.regression(model_frame, outcome, settings.covariates, vcol)
                 notes += [f"{outcome} ({name}): {n}" for n in model_notes]
                 if not res.empty:
                     res.insert(1, "model", name)
@@ -285,7 +288,7 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         pairs = parse_visual_columns(settings.visual_score_columns)
         _check_columns(table, [c for _, c in pairs], "--visual-score-columns")
         sp_rows, an_rows, ph_frames = [], [], []
-        vendors = ["all"] + (sorted(cross["vendor"].unique()) if vendor else [])
+        vendors = ["all"] + (known if vendor else [])
         for region, column in pairs:
             volume = f"{REGION_KEYS[region]}_pvs_volume_mm3"
             for v in vendors:

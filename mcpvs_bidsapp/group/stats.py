@@ -84,6 +84,7 @@ def regression(
             for level in levels:
                 if level != ref:
                     dummy = (frame[vendor].astype(str) == level).astype(float)
+                    dummy[frame[vendor].isna()] = np.nan
                     x[f"{vendor}[T.{level}]"] = dummy
             notes = [n for n in notes if not n.startswith(f"{vendor}:")]
             notes.append(f"{vendor}: categorical, reference level {ref!r}")
