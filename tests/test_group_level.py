@@ -334,3 +334,67 @@ def test_vendor_names_and_visual_column_specs():
     ]
     with pytest.raises(GroupError, match="region must be"):
         parse_visual_columns(["XX=col"])
+
+
+def test_participant_level_error_without_source_and_uncompressed_input(tmp_path):
+    """Status entries as cli/run.py writes them: a participant-wide error has source None;
+    an uncompressed .nii input must still match its outputs."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=2, seed=1)
+    log = tmp_path / "out" / "sub-00009" / "log" / "20261125-130000_aaaaaa"
+    log.mkdir(parents=True)
+    (log / "mcpvs_status.json").write_text(
+        json.dumps(
+            {
+                "run_id": "20261125-130000_aaaaaa",
+                "participant_label": "00009",
+                "runs": [
+                    {
+                        "source": None,
+                        "entities": {"subject": "00009"},
+                        "status": "failed",
+                        "error": "sub-00009: no T1w image found",
+                    }
+                ],
+            }
+        )
+    )
+    newer = tmp_path / "out" / "sub-00001" / "log" / "20991231-000000_bbbbbb"
+    newer.mkdir(parents=True)
+    (newer / "mcpvs_status.json").write_text(
+        json.dumps(
+            {
+                "run_id": "20991231-000000_bbbbbb",
+                "participant_label": "00001",
+                "runs": [
+                    {
+                        "source": "sub-00001/anat/sub-00001_T1w.nii",
+                        "entities": {"subject": "00001"},
+                        "status": "success",
+                        "error": None,
+                    }
+                ],
+            }
+        )
+    )
+    coll = collect(tmp_path / "out", tmp_path / "bids")
+    assert list(coll.failures["participant_id"]) == ["sub-00009"]
+    assert coll.failures["error"].iloc[0] == "sub-00009: no T1w image found"
+
+
+def test_participants_vendor_column_is_kept_apart_and_usable(tmp_path):
+    """participants.tsv may have its own ``vendor`` column (as the demo dataset does)."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=30, seed=3)
+    parts = pd.read_csv(tmp_path / "bids" / "participants.tsv", sep="\t")
+    parts["vendor"] = ["United Imaging"] * 15 + ["Canon"] * 15
+    parts.to_csv(tmp_path / "bids" / "participants.tsv", sep="\t", index=False)
+    coll = collect(tmp_path / "out", tmp_path / "bids")
+    assert set(coll.table["vendor"]) == {"Siemens", "GE", "Philips"}  # from the sidecars
+    assert "participants_vendor" in coll.table.columns
+    coll = collect(tmp_path / "out", tmp_path / "bids", vendor_column="vendor")
+    assert set(coll.table["vendor"]) == {"United Imaging", "Canon"}
+    with pytest.raises(GroupError, match="--vendor-column scanner"):
+        collect(tmp_path / "out", tmp_path / "bids", vendor_column="scanner")
+    settings = _settings(tmp_path, covariates=["age", "vendor"], vendor_column="vendor")
+    assert run_group(settings) == 0
+    reg = _read(tmp_path / "out" / "group_stats_regression.tsv")
+    assert reg["term"].str.startswith("participants_vendor[T.").any()

@@ -250,10 +250,9 @@ def _status_runs(output_dir: Path, participants: list[str]) -> dict[str, dict]:
                 continue
             status = _read_json(path)
             for run in status.get("runs", []) or []:
-                source = run.get("source")
-                if not source:
-                    continue
-                latest[source] = {
+                # a participant-level error (e.g. no usable T1w at all) has no source
+                source = run.get("source") or f"{sub} (participant)"
+                latest[str(source)] = {
                     "participant_id": sub,
                     "run_id": status.get("run_id", run_id),
                     "source": source,
@@ -284,8 +283,9 @@ def _method_info(measures_json: dict, mask_json: dict) -> dict:
     }
 
 
-def _source_key(prefix: str, folder_rel: str) -> str:
-    return f"{folder_rel}/{prefix}_T1w.nii.gz"
+def source_prefix(source: str) -> str:
+    """``sub-01/anat/sub-01_run-2_T1w.nii.gz`` -> ``sub-01_run-2`` (the outputs' prefix)."""
+    return re.sub(r"_T1w\.nii(\.gz)?$", "", Path(source).name)
 
 
 def collect(
@@ -346,19 +346,13 @@ def collect(
     table = pd.DataFrame(rows)
     statuses = _status_runs(output_dir, participants)
     failures = []
-    found = set()
-    if not table.empty:
-        for rel in table["measures_file"]:
-            folder_rel = str(Path(rel).parent)
-            found.add(_source_key(Path(rel).name[: -len(MEASURES_SUFFIX)], folder_rel))
+    found = set(table["prefix"]) if not table.empty else set()
     for source, status in sorted(statuses.items()):
         ses = str(status["entities"].get("session", "n/a"))
         if sessions and ses not in sessions:
             continue
         ok = status["status"] == "success"
-        has_outputs = source in found or (
-            source.replace(".nii.gz", ".nii") != source and source in found
-        )
+        has_outputs = source_prefix(source) in found
         if ok and has_outputs:
             continue
         if ok:
@@ -395,17 +389,21 @@ def collect(
 
     # participants.tsv columns (all of them, so users can pick covariates later)
     parts = read_participants(Path(bids_dir) if bids_dir else None)
+    clash: list[str] = []
     if parts is not None:
-        clash = [c for c in parts.columns if c != "participant_id" and c in table.columns]
+        reserved = set(table.columns) | {"vendor", "outlier_regions"}
+        clash = [c for c in parts.columns if c != "participant_id" and c in reserved]
         parts = parts.rename(columns={c: f"participants_{c}" for c in clash})
         table = table.merge(parts, on="participant_id", how="left", validate="many_to_one")
     else:
         warnings.append("no participants.tsv in bids_dir: no covariates available")
 
     if vendor_column:
-        if vendor_column not in table.columns:
+        if parts is None or (vendor_column not in parts.columns and vendor_column not in clash):
             raise GroupError(f"--vendor-column {vendor_column}: no such column in participants.tsv")
-        table["vendor"] = table[vendor_column].map(normalise_vendor)
+        # participants.tsv columns that clash with ours carry a participants_ prefix
+        column = f"participants_{vendor_column}" if vendor_column in clash else vendor_column
+        table["vendor"] = table[column].map(normalise_vendor)
     else:
         table["vendor"] = table["manufacturer"].map(normalise_vendor)
     table["vendor"] = table["vendor"].fillna("n/a")

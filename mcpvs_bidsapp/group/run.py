@@ -225,8 +225,16 @@ def first_per_participant(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop_duplicates("participant_id", keep="first")
 
 
+def _resolve(table: pd.DataFrame, columns: list[str], option: str) -> list[str]:
+    """participants.tsv columns by the user's names (a name that clashes with one of ours,
+    e.g. ``vendor``, was stored as ``participants_<name>``)."""
+    out = [f"participants_{c}" if f"participants_{c}" in table.columns else c for c in columns]
+    _check_columns(table, out, option)
+    return out
+
+
 def _check_columns(table: pd.DataFrame, columns: list[str], option: str) -> None:
-    missing = [c for c in columns if c not in table.columns]
+    missing = [c.removeprefix("participants_") for c in columns if c not in table.columns]
     if missing:
         raise GroupError(
             f"{option} {' '.join(missing)}: no such column in participants.tsv "
@@ -267,12 +275,12 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
 
     # multiple linear regression (Table 3)
     if settings.covariates:
-        _check_columns(table, settings.covariates, "--covariates")
+        covariates = _resolve(table, settings.covariates, "--covariates")
         frames = []
         for outcome in ("bg_pvsnm", "wm_pvsnm"):
             models = [("covariates", None)] + ([("covariates+vendor", "vendor")] if vendor else [])
             for name, vcol in models:
-                res, model_notes = stats.regression(model_frame, outcome, settings.covariates, vcol)
+                res, model_notes = stats.regression(model_frame, outcome, covariates, vcol)
                 notes += [f"{outcome} ({name}): {n}" for n in model_notes]
                 if not res.empty:
                     res.insert(1, "model", name)
@@ -286,7 +294,8 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
     # visual scores: Spearman, ANOVA, Dunnett's T3 (section 2.7, Fig. 2)
     if settings.visual_score_columns:
         pairs = parse_visual_columns(settings.visual_score_columns)
-        _check_columns(table, [c for _, c in pairs], "--visual-score-columns")
+        columns = _resolve(table, [c for _, c in pairs], "--visual-score-columns")
+        pairs = [(region, col) for (region, _), col in zip(pairs, columns, strict=True)]
         sp_rows, an_rows, ph_frames = [], [], []
         vendors = ["all"] + (known if vendor else [])
         for region, column in pairs:
