@@ -394,7 +394,31 @@ def test_participants_vendor_column_is_kept_apart_and_usable(tmp_path):
     assert set(coll.table["vendor"]) == {"United Imaging", "Canon"}
     with pytest.raises(GroupError, match="--vendor-column scanner"):
         collect(tmp_path / "out", tmp_path / "bids", vendor_column="scanner")
+    settings = _settings(tmp_path, covariates=["age"], vendor_column="vendor")
+    assert run_group(settings) == 0
+    reg = _read(tmp_path / "out" / "group_stats_regression.tsv")
+    assert set(reg.loc[reg.term.str.startswith("vendor["), "term"]) == {"vendor[T.United Imaging]"}
+    # the participants' column as a covariate next to the vendor dummies is collinear:
+    # the vendor model is reported as not fitted instead of giving arbitrary coefficients
     settings = _settings(tmp_path, covariates=["age", "vendor"], vendor_column="vendor")
     assert run_group(settings) == 0
     reg = _read(tmp_path / "out" / "group_stats_regression.tsv")
-    assert reg["term"].str.startswith("participants_vendor[T.").any()
+    assert set(reg["model"]) == {"covariates"}
+    assert "collinear" in (tmp_path / "out" / "group.html").read_text()
+
+
+def test_tiny_cohort_reports_what_cannot_be_fitted(tmp_path):
+    """Two participants (as in ``mcpvs demo``): no model can be fitted, and that is said."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=2, seed=1, n_manual=2)
+    settings = _settings(
+        tmp_path,
+        covariates=["age"],
+        visual_score_columns=["BG=bg_score"],
+        manual_masks=tmp_path / "bids" / "derivatives" / "manual",
+    )
+    assert run_group(settings) == 0
+    reg_text = (tmp_path / "out" / "group_stats_regression.tsv").read_text()
+    assert reg_text.startswith("outcome\tmodel\tterm\tbeta_std")
+    assert len(reg_text.splitlines()) == 1
+    assert "not fitted" in (tmp_path / "out" / "group.html").read_text()
+    assert len(_read(tmp_path / "out" / "group_manual_metrics.tsv")) == 2

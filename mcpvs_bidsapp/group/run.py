@@ -175,6 +175,8 @@ COLUMN_DOCS = {
 def write_tsv(frame: pd.DataFrame, path: Path, describe: str | None = None) -> Path:
     """Write a TSV (``n/a`` for missing) atomically, plus a column-description sidecar."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if describe and frame.columns.empty:  # nothing to report: still a header for readers
+        frame = pd.DataFrame(columns=[c for c in COLUMN_DOCS[describe] if "<" not in c])
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="") as fobj:

@@ -74,11 +74,12 @@ def regression(
     columns = list(covariates) + ([vendor] if vendor else [])
     x, notes = _design(frame, columns)
     if vendor:
-        # reference vendor = the most frequent one, so the dummies read "vs the usual scanner"
+        # reference vendor = the most frequent one, so the dummies read "vs the usual scanner";
         counts = frame[vendor].value_counts()
         dummies = [c for c in x.columns if c.startswith(f"{vendor}[T.")]
         levels = sorted(frame[vendor].dropna().astype(str).unique())
-        ref = str(counts.index[0]) if len(counts) else None
+        # ties broken alphabetically, so the reference does not depend on row order
+        ref = str(sorted(counts[counts == counts.max()].index)[0]) if len(counts) else None
         if ref is not None and ref != levels[0] and len(levels) > 1:
             x = x.drop(columns=dummies)
             for level in levels:
@@ -99,7 +100,14 @@ def regression(
     if not terms or n < len(terms) + 3:
         notes.append(f"{outcome}: {n} complete cases for {len(terms)} predictors; not fitted")
         return pd.DataFrame(), notes
-    raw = sm.OLS(data[outcome], sm.add_constant(data[terms], has_constant="add")).fit()
+    exog = sm.add_constant(data[terms], has_constant="add")
+    if np.linalg.matrix_rank(exog.to_numpy()) < exog.shape[1]:
+        notes.append(
+            f"{outcome}: predictors are collinear ({', '.join(terms)}; e.g. a covariate that "
+            "duplicates the vendor); not fitted"
+        )
+        return pd.DataFrame(), notes
+    raw = sm.OLS(data[outcome], exog).fit()
     zdata = _zscore(data)
     std = sm.OLS(zdata[outcome], sm.add_constant(zdata[terms], has_constant="add")).fit()
     ci_std = std.conf_int(ALPHA)
