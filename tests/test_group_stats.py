@@ -175,3 +175,20 @@ def test_regression_unknown_vendor_rows_leave_only_the_vendor_model():
     assert without["n"].iloc[0] == n
     assert with_vendor["n"].iloc[0] == n - 5
     assert with_vendor["term"].str.startswith("vendor[T.").sum() == 2
+
+
+def test_overlap_metrics_and_empty_mask_conventions():
+    from mcpvs_bidsapp.group.manual import overlap
+
+    truth = np.zeros((4, 4, 4), bool)
+    truth[0, :, :] = True  # 16 voxels
+    pred = np.zeros_like(truth)
+    pred[0, :2, :] = True  # 8 true positives
+    pred[3, 0, :] = True  # 4 false positives
+    res = overlap(pred, truth)
+    assert (res["tp_voxels"], res["fp_voxels"], res["fn_voxels"]) == (8, 4, 8)
+    assert res["dice"] == pytest.approx(16 / 28)
+    assert res["precision"] == pytest.approx(8 / 12)
+    assert res["recall"] == pytest.approx(8 / 16)
+    empty = overlap(np.zeros_like(truth), np.zeros_like(truth))
+    assert empty["dice"] == 1.0 and np.isnan(empty["precision"]) and np.isnan(empty["recall"])

@@ -20,8 +20,12 @@ from mcpvs_bidsapp.group.collect import MASK_SUFFIX, parse_entities
 def overlap(pred: np.ndarray, truth: np.ndarray) -> dict:
     """Dice, Precision, Recall of two binary masks (paper section 2.6).
 
-    TODO(metrics.py): reuse ``mcpvs_bidsapp.metrics`` (being written in parallel) once it is
-    on main, so participant and group levels share one definition.
+    Empty-mask conventions as in ``mcpvs_bidsapp.metrics`` (branch ``builtin``): Dice 1 when
+    both masks are empty, Precision n/a when nothing is predicted, Recall n/a when the
+    manual mask is empty.
+
+    TODO(metrics.py): call ``mcpvs_bidsapp.metrics.dice/precision/recall`` once that module
+    is on main, so participant and group levels share one definition.
     """
     pred = np.asarray(pred) > 0
     truth = np.asarray(truth) > 0
@@ -29,7 +33,7 @@ def overlap(pred: np.ndarray, truth: np.ndarray) -> dict:
     fp = int(np.count_nonzero(pred & ~truth))
     fn = int(np.count_nonzero(~pred & truth))
     return {
-        "dice": 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else math.nan,
+        "dice": 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0,
         "precision": tp / (tp + fp) if (tp + fp) else math.nan,
         "recall": tp / (tp + fn) if (tp + fn) else math.nan,
         "tp_voxels": tp,
