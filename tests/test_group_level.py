@@ -422,3 +422,21 @@ def test_tiny_cohort_reports_what_cannot_be_fitted(tmp_path):
     assert len(reg_text.splitlines()) == 1
     assert "not fitted" in (tmp_path / "out" / "group.html").read_text()
     assert len(_read(tmp_path / "out" / "group_manual_metrics.tsv")) == 2
+
+
+def test_sessions_tsv_values_override_participants(tmp_path):
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=3, seed=2, sessions=2)
+    (tmp_path / "bids" / "sub-00001" / "sub-00001_sessions.tsv").write_text(
+        "session_id\tage\tmmse\nses-1\t70.5\t29\nses-2\t72.0\tn/a\n"
+    )
+    table = collect(tmp_path / "out", tmp_path / "bids").table.set_index(
+        ["participant_id", "session"]
+    )
+    assert table.loc[("sub-00001", "1"), "age"] == 70.5
+    assert table.loc[("sub-00001", "2"), "age"] == 72.0
+    assert table.loc[("sub-00001", "1"), "mmse"] == 29
+    assert np.isnan(table.loc[("sub-00001", "2"), "mmse"])
+    parts = pd.read_csv(tmp_path / "bids" / "participants.tsv", sep="\t").set_index(
+        "participant_id"
+    )
+    assert table.loc[("sub-00002", "2"), "age"] == parts.loc["sub-00002", "age"]

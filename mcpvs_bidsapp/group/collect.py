@@ -398,6 +398,8 @@ def collect(
     else:
         warnings.append("no participants.tsv in bids_dir: no covariates available")
 
+    table = _merge_sessions(table, Path(bids_dir) if bids_dir else None, warnings)
+
     if vendor_column:
         if parts is None or (vendor_column not in parts.columns and vendor_column not in clash):
             raise GroupError(f"--vendor-column {vendor_column}: no such column in participants.tsv")
@@ -409,6 +411,46 @@ def collect(
     table["vendor"] = table["vendor"].fillna("n/a")
     table = table.sort_values(["participant_id", "session", "acquisition", "run"], kind="stable")
     return Collection(table.reset_index(drop=True), failures_df, warnings)
+
+
+def _merge_sessions(table: pd.DataFrame, bids_dir: Path | None, warnings: list[str]):
+    """Per-session values from ``sub-<label>/sub-<label>_sessions.tsv`` (e.g. age at the
+    scan); where a column is also in participants.tsv the session's value wins."""
+    if bids_dir is None or (table["session"] == "n/a").all():
+        return table
+    rows = []
+    for pid in table.loc[table["session"] != "n/a", "participant_id"].unique():
+        path = bids_dir / pid / f"{pid}_sessions.tsv"
+        if not path.is_file():
+            continue
+        try:
+            with open(path, newline="") as fobj:
+                for rec in csv.DictReader(fobj, delimiter="\t"):
+                    ses = str(rec.pop("session_id", "") or "").removeprefix("ses-")
+                    if ses:
+                        rows.append({"participant_id": pid, "session": ses} | rec)
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            warnings.append(f"{path}: cannot be read ({err}); its values are left out")
+    if not rows:
+        return table
+    sessions = pd.DataFrame(rows).replace({v: math.nan for v in ("n/a", "N/A", "")})
+    for col in sessions.columns[2:]:
+        converted = pd.to_numeric(sessions[col], errors="coerce")
+        if converted.notna().sum() == sessions[col].notna().sum():
+            sessions[col] = converted
+    if sessions.duplicated(["participant_id", "session"]).any():
+        warnings.append("a sessions.tsv lists a session twice; the first row is used")
+        sessions = sessions.drop_duplicates(["participant_id", "session"])
+    ours = [c for c in sessions.columns[2:] if c in METHOD_COLUMNS or c in MEASURE_COLUMNS]
+    sessions = sessions.rename(columns={c: f"sessions_{c}" for c in ours})
+    merged = table.merge(
+        sessions, on=["participant_id", "session"], how="left", suffixes=("", "__session")
+    )
+    for col in [c for c in merged.columns if c.endswith("__session")]:
+        base = col[: -len("__session")]
+        merged[base] = merged[col].combine_first(merged[base])
+        merged = merged.drop(columns=col)
+    return merged
 
 
 def method_groups(table: pd.DataFrame) -> dict[tuple, pd.DataFrame]:

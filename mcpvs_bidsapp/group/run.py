@@ -239,7 +239,7 @@ def _check_columns(table: pd.DataFrame, columns: list[str], option: str) -> None
     missing = [c.removeprefix("participants_") for c in columns if c not in table.columns]
     if missing:
         raise GroupError(
-            f"{option} {' '.join(missing)}: no such column in participants.tsv "
+            f"{option} {' '.join(missing)}: no such column in participants.tsv or sessions.tsv "
             "(or no participants.tsv in bids_dir)"
         )
 
