@@ -10,6 +10,7 @@ CLI would) and prints its wall time and peak RSS.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -62,14 +63,17 @@ def main() -> int:
             [sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True
         )
         wall = time.perf_counter() - t0
-        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_mb = usage.ru_maxrss / 1024
+        cpu = usage.ru_utime + usage.ru_stime  # less sensitive than wall time to a busy host
         if proc.returncode:
             print(proc.stderr, file=sys.stderr)
             return proc.returncode
         rows = sum(1 for _ in open(root / "out" / "group_pvs.tsv")) - 1
+        load = os.getloadavg()[0]
         print(
-            f"group level: {wall:.1f} s wall, peak RSS {peak_mb:.0f} MB, {rows} rows in "
-            "group_pvs.tsv"
+            f"group level: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak_mb:.0f} MB, "
+            f"{rows} rows in group_pvs.tsv (host load average {load:.1f}, {os.cpu_count()} CPUs)"
         )
     return 0
 
