@@ -440,3 +440,11 @@ def test_sessions_tsv_values_override_participants(tmp_path):
         "participant_id"
     )
     assert table.loc[("sub-00002", "2"), "age"] == parts.loc["sub-00002", "age"]
+
+
+def test_unwritable_output_is_one_clear_error(tmp_path, capsys):
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=3, seed=1)
+    (tmp_path / "out" / "group_failures.tsv").mkdir()  # a folder where a table must go
+    assert run_group(_settings(tmp_path)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "group_failures.tsv" in err

@@ -420,6 +420,10 @@ def run_group(settings) -> int:
     except GroupError as err:
         print(f"mcpvs group: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # e.g. output_dir not writable, disk full
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mcpvs group: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
 
 
 def _run(settings) -> int:
