@@ -25,6 +25,8 @@ def _fmt(value) -> str:
     if isinstance(value, float | np.floating):
         if not np.isfinite(value):
             return "n/a"
+        if float(value).is_integer() and abs(value) < 1e6:
+            return str(int(value))
         return f"{value:.3g}" if abs(value) < 1e-3 and value != 0 else f"{value:.3f}"
     return html.escape(str(value))
 

@@ -283,7 +283,9 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
             models = [("covariates", None)] + ([("covariates+vendor", "vendor")] if vendor else [])
             for name, vcol in models:
                 res, model_notes = stats.regression(model_frame, outcome, covariates, vcol)
-                notes += [f"{outcome} ({name}): {n}" for n in model_notes]
+                notes += [
+                    n if "reference level" in n else f"{outcome} ({name}): {n}" for n in model_notes
+                ]
                 if not res.empty:
                     res.insert(1, "model", name)
                     frames.append(res)
@@ -366,7 +368,7 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         results["files"]["manual"] = write_tsv(
             results["manual"], dest / "group_stats_manual.tsv", "group_stats_manual"
         )
-    results["notes"] = notes
+    results["notes"] = list(dict.fromkeys(notes))  # each note once
     return results
 
 
