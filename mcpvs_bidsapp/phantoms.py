@@ -517,8 +517,9 @@ def prepare_head(path: str | Path, *, cache_dir: str | Path | None = None) -> He
         interpolator="nearestNeighbor",
     ).numpy()
     regions = regions_from_classes(image, cls, warped > 0.5, (cereb > 0.5) & mask)
-    head = Head(name, image.astype(np.float32), raw, bias, affine, mask.astype(np.uint8),
-                regions, wm_level)
+    head = Head(
+        name, image.astype(np.float32), raw, bias, affine, mask.astype(np.uint8), regions, wm_level
+    )
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
@@ -566,8 +567,7 @@ def mni_regions() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     wm_level = float(np.median(t[cls == 3]))
     t = t / wm_level
     regions = regions_from_classes(
-        t,
-        cls, np.asarray(mni_bg_prior().dataobj) > 0, mni_cerebrum_mask() & brain
+        t, cls, np.asarray(mni_bg_prior().dataobj) > 0, mni_cerebrum_mask() & brain
     )
     return t, tpl.affine, brain.astype(np.uint8), regions
 
@@ -586,9 +586,7 @@ def phantom_from_mni(
     added bias field and noise make it look more like one acquisition.
     """
     t, aff, brain, regions = mni_regions()
-    ph = insert_pvs(
-        t, aff, brain, regions == 2, regions == 1, load=load, seed=seed, csf_level=0.3
-    )
+    ph = insert_pvs(t, aff, brain, regions == 2, regions == 1, load=load, seed=seed, csf_level=0.3)
     img = degrade(
         ph.image,
         seed=seed + 1,
@@ -604,6 +602,9 @@ def phantom_from_mni(
     def mk(a, dtype):
         return nib.Nifti1Image(np.asarray(a).astype(dtype), aff, header=hdr.copy())
 
-    return mk(img, np.float32), mk(ph.truth_mask, np.uint8), mk(brain, np.uint8), mk(
-        regions, np.uint8
+    return (
+        mk(img, np.float32),
+        mk(ph.truth_mask, np.uint8),
+        mk(brain, np.uint8),
+        mk(regions, np.uint8),
     )
