@@ -149,7 +149,8 @@ def main(argv=None) -> int:
             print(
                 f"{name:32s} {load:9s} real={real} tubes={r['n_tubes']:3d} "
                 f"true={m['all']['true_volume_mm3']:7.0f} pred={m['all']['pred_volume_mm3']:7.0f} "
-                f"Dice all/BG/WM={m['all']['dice']:.3f}/{m['BG']['dice']:.3f}/{m['WM']['dice']:.3f} "
+                f"Dice all/BG/WM={m['all']['dice']:.3f}/{m['BG']['dice']:.3f}/"
+                f"{m['WM']['dice']:.3f} "
                 f"P={m['all']['precision']:.3f} R={m['all']['recall']:.3f} "
                 f"clF1={m['all']['cluster_f1']:.3f} t={r['seconds']:.1f}s shape={r['shape']}",
                 flush=True,

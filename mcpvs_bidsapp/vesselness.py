@@ -22,8 +22,9 @@ basal-ganglia (BG) and white-matter (WM) regions, and follows the mcPVS-Net anno
    closing minus the BG), where the grey bridges cross the internal capsule, a cluster must be
    fluid-dark (``bridge_contrast``), not merely grey-dark.
 
-Everything is deterministic (no random numbers, no image-dependent filter constants) and expressed in mm, so the
-same parameters apply to any voxel size; anisotropic images are filtered on an isotropic grid.
+Everything is deterministic (no random numbers, no image-dependent filter constants) and
+expressed in mm, so the same parameters apply to any voxel size; anisotropic images are
+filtered on an isotropic grid.
 """
 
 from __future__ import annotations
