@@ -142,17 +142,18 @@ def run_one(args) -> None:
     t0 = time.monotonic()
     node.load_predictor(model, folds, args.device, args.mirroring, args.step)
     t_load = time.monotonic() - t0
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     params = node.predict_pvs(
         args.image, "bench", args.store, device=args.device, folds=folds,
         mirroring=args.mirroring, step_size=args.step, num_threads=args.threads,
         out_mask=Path(args.out) / "mask.nii.gz", out_probseg=Path(args.out) / "prob.nii.gz",
     )  # fmt: skip
-    t_pred = time.monotonic() - t0
+    t_pred, c_pred = time.monotonic() - t0, time.process_time() - c0
     out = {
         "verify_s": round(t_verify, 1),
         "load_s": round(t_load, 1),
         "predict_s": round(t_pred, 1),
+        "predict_cpu_s": round(c_pred, 1),  # all threads; ≈ threads × wall on an idle machine
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "device": params["Model"]["Device"],
     }
@@ -209,8 +210,9 @@ def main() -> None:
             f"torch {torch.__version__}, device {args.device}, {args.threads} threads, "
             f"{args.folds} fold(s) per run"
         )
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
         print(f"{'setting':<9} {'mirror':>6} {'step':>5} {'verify_s':>8} {'load_s':>7} "
-              f"{'predict_s':>9} {'peak_RSS_GiB':>12}")  # fmt: skip
+              f"{'predict_s':>9} {'cpu_s':>7} {'peak_RSS_GiB':>12}")  # fmt: skip
         for name in names:
             mirroring, step = SETTINGS[name]
             cmd = [
@@ -227,9 +229,11 @@ def main() -> None:
                 continue
             res = json.loads(lines[-1][7:])
             extra = f"  peak GPU {res['peak_gpu_gib']} GiB" if "peak_gpu_gib" in res else ""
-            print(f"{name:<9} {mirroring!s:>6} {step:>5} {res['verify_s']:>8} {res['load_s']:>7} "
-                  f"{res['predict_s']:>9} {res['peak_rss_gib']:>12}{extra}",
-                  flush=True)  # fmt: skip
+            row = (
+                f"{name:<9} {mirroring!s:>6} {step:>5} {res['verify_s']:>8} {res['load_s']:>7} "
+                f"{res['predict_s']:>9} {res['predict_cpu_s']:>7} {res['peak_rss_gib']:>12}"
+            )
+            print(row + extra, flush=True)
 
 
 if __name__ == "__main__":

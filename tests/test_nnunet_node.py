@@ -226,3 +226,22 @@ def test_pvs_label_choice():
     assert node.pvs_label({"background": 0, "bg_pvs": 1, "wmh": 2}) == ("bg_pvs", 1)
     with pytest.raises(node.NnUNetError, match="which label is PVS"):
         node.pvs_label({"background": 0, "a": 1, "b": 2})
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    img4d = tmp_path / "bold.nii.gz"
+    nib.Nifti1Image(np.zeros((4, 4, 4, 3), np.float32), np.eye(4)).to_filename(img4d)
+    with pytest.raises(node.NnUNetError, match=r"bold\.nii\.gz: a 3D image is needed"):
+        node.predict_pvs(img4d, "tiny", tmp_path / "store", device="cpu")
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti")
+    with pytest.raises(node.NnUNetError, match="broken.nii.gz: cannot be read"):
+        node.predict_pvs(broken, "tiny", tmp_path / "store", device="cpu")
+    img3d = tmp_path / "t1w.nii.gz"
+    nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)).to_filename(img3d)
+    iface = node.NnUNetPredict(
+        in_file=str(img3d), model_name="mcpvsnet", model_store=str(tmp_path / "empty")
+    )
+    with pytest.raises(RuntimeError, match="no model named 'mcpvsnet'") as err:
+        iface.run(cwd=str(tmp_path))
+    assert "t1w.nii.gz" in str(err.value)
