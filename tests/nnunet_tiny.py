@@ -174,7 +174,7 @@ def build_tiny_model(workdir: Path) -> Path:
             env=build_env(workdir),
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=1800,  # ~1.5 min on two free cores; far more on a busy machine
         )
         (workdir / "build.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
-from nnunet_tiny import build_tiny_model, trained_model_folder
+from nnunet_tiny import trained_model_folder
 
 from mcpvs_bidsapp.cli.models import main as models_main
 from mcpvs_bidsapp.models import store as ms
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny nnU-Net v2 model really trained on synthetic tubes (built once per session)."""
-    cache = os.environ.get("MCPVS_TEST_NNUNET_CACHE")
-    workdir = Path(cache) if cache else tmp_path_factory.getbasetemp() / "tiny_nnunet"
-    return build_tiny_model(workdir)
 
 
 def _sha(path: Path) -> str:

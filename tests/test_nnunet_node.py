@@ -11,18 +11,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from nnunet_tiny import build_tiny_model, synthetic_case, trained_model_folder
+from nnunet_tiny import synthetic_case, trained_model_folder
 
 from mcpvs_bidsapp.interfaces import nnunet as node
 from mcpvs_bidsapp.models import store as ms
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A tiny nnU-Net v2 model really trained on synthetic tubes (shared with test_models)."""
-    cache = os.environ.get("MCPVS_TEST_NNUNET_CACHE")
-    workdir = Path(cache) if cache else tmp_path_factory.getbasetemp() / "tiny_nnunet"
-    return build_tiny_model(workdir)
 
 
 @pytest.fixture(scope="module")
