@@ -59,6 +59,7 @@ def test_zero_load_gives_near_zero_volume(mni_box):
     assert mask.sum() <= 15
 
 
+@pytest.mark.slow
 def test_lowest_basal_ganglia_is_left_out(mni_box):
     t, aff, brain, regions = mni_box
     ph, img = _phantom(mni_box, 120, seed=4)
@@ -101,14 +102,16 @@ def test_deterministic(mni_box):
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+@pytest.mark.slow
 def test_volume_stable_across_noise_realisations(mni_box):
     t, aff, brain, regions = mni_box
     vols = []
     for ns in (21, 22):
         ph, img = _phantom(mni_box, 80, seed=3, noise_seed=ns)
         _, mask, _ = vesselness.segment_pvs(img, regions, (1, 1, 1), affine=aff)
-        vols.append(mask.sum())
-    assert abs(vols[0] - vols[1]) / np.mean(vols) < 0.08
+        vols.append(int(mask.sum()))
+    # measured 0.2 % on this box; the target for real heads is < 5 %
+    assert abs(vols[0] - vols[1]) / np.mean(vols) < 0.05
 
 
 def test_unknown_parameter_is_an_error(mni_box):
