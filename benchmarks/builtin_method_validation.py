@@ -176,7 +176,10 @@ def main(argv=None) -> int:
     heads = args.heads or SPLITS[args.split]
     rows = []
     for name in heads:
-        head = phantoms.prepare_head(DATA / f"{name}.nii.gz", cache_dir=args.cache)
+        # the MNE image is FreeSurfer's brain.mgz: already skull-stripped and bias-corrected
+        head = phantoms.prepare_head(
+            DATA / f"{name}.nii.gz", cache_dir=args.cache, n4=not name.startswith("mne")
+        )
         jobs = ([] if args.no_zero else [("none", 0)]) + [(ld, 0) for ld in args.loads]
         jobs += [(ld, 1) for ld in args.realisation_loads]
         jobs += [(ld, 2) for ld in args.vendor_loads]
