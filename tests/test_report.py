@@ -110,7 +110,8 @@ def test_successful_participant_report(reports):
     census = pd.read_csv(out / "sub-01/anat/sub-01_desc-pvs_clusters.tsv", sep="\t")
     whole = measures.set_index("region").loc["whole_brain"]
     assert whole.pvs_count == len(census) == 8  # the fixture's 3 BG + 5 WM tubes
-    assert f"{whole.pvs_volume_mm3:.4g}" in text
+    assert f"{whole.pvs_volume_mm3:.4g}" in text or f"{whole.pvs_volume_mm3:,.0f}" in text
+    assert f"{whole.icv_mm3:,.0f}" in text
     assert "Isensee" not in text  # nnU-Net is not cited for the vesselness method...
     assert "Tustison" in text and "Gorgolewski" in text and "Reinhold" in text
     assert "No errors." in text

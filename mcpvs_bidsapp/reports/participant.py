@@ -135,23 +135,18 @@ def _provenance(sidecar: dict) -> dict:
     return {k: (", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in prov.items()}
 
 
+def _number(value) -> str:
+    """Readable numbers: 1,632,000 rather than 1.632e+06; 4 significant digits below 1000."""
+    if isinstance(value, float) and pd.isna(value):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
+
+
 def _measures(path: Path) -> list[dict]:
     table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
-    rows = []
-    for record in table.to_dict("records"):
-        rows.append(
-            {
-                k: (
-                    "n/a"
-                    if isinstance(v, float) and pd.isna(v)
-                    else f"{v:.4g}"
-                    if isinstance(v, float)
-                    else v
-                )
-                for k, v in record.items()
-            }
-        )
-    return rows
+    return [{k: _number(v) for k, v in rec.items()} for rec in table.to_dict("records")]
 
 
 def _census(path: Path) -> dict:
