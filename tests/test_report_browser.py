@@ -64,7 +64,9 @@ class Chromium:
             "about:blank",
         ]
         # the pipe must be fds 3 (commands in) and 4 (replies out) in the browser
-        script = f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'
+        script = (
+            f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'
+        )
         self.proc = subprocess.Popen(
             ["bash", "-c", script, CHROMIUM, *args],  # bash: dash redirects fds 0-9 only
             pass_fds=(to_child_r, from_child_w),
@@ -139,9 +141,7 @@ def render(page: Path, screenshot: Path | None = None) -> dict:
     browser = Chromium()
     try:
         target = browser.send("Target.createTarget", url="about:blank")["targetId"]
-        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)[
-            "sessionId"
-        ]
+        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.send(f"{domain}.enable", session)
         browser.send(
