@@ -96,6 +96,7 @@ def reports(tmp_path_factory, shared_data):
     return bids, out, pages
 
 
+@pytest.mark.slow  # real heads: builds the derivatives and two reports
 def test_successful_participant_report(reports):
     _, out, pages = reports
     assert pages["01"] == out / "sub-01.html"
@@ -117,6 +118,7 @@ def test_successful_participant_report(reports):
     assert "No errors." in text
 
 
+@pytest.mark.slow  # real heads: builds the derivatives and two reports
 def test_failed_participant_report_shows_what_failed(reports):
     _, out, pages = reports
     page = check_page(pages["02"])
@@ -129,6 +131,7 @@ def test_failed_participant_report_shows_what_failed(reports):
     assert page.imgs == ["sub-02/figures/sub-02_desc-input.png"]  # the input is still shown
 
 
+@pytest.mark.slow  # real heads: builds the derivatives and two reports
 def test_report_folder_can_be_copied(reports, tmp_path):
     _, out, _ = reports
     copy = tmp_path / "elsewhere"
@@ -137,6 +140,7 @@ def test_report_folder_can_be_copied(reports, tmp_path):
         check_page(copy / f"sub-{label}.html")  # every image resolves in the copy
 
 
+@pytest.mark.slow  # real heads: builds the derivatives and two reports
 def test_missing_derivative_still_gives_a_report(reports, tmp_path):
     bids, out, _ = reports
     copy = tmp_path / "out"
@@ -150,6 +154,7 @@ def test_missing_derivative_still_gives_a_report(reports, tmp_path):
     assert not (copy / "sub-01/figures/sub-01_desc-regions.png").exists()  # no stale figure
 
 
+@pytest.mark.slow  # real heads: builds the derivatives and two reports
 def test_reports_only_rebuilds_from_disk(reports, tmp_path):
     from mcpvs_bidsapp.cli.run import main
 
