@@ -198,3 +198,21 @@ def test_boilerplate_cites_what_ran():
     assert "(Isensee et al., 2021)" in text and "(Puonti et al., 2016)" in text
     assert len(nnunet["references"]) == len(set(nnunet["references"]))
     assert any(r.startswith("Isensee F, Jaeger PF") for r in nnunet["references"])
+
+
+def test_nnunet_provenance_is_shown(tmp_path):
+    """A model's name, checksum, folds and device reach the summary and the methods text."""
+    from mcpvs_bidsapp.reports.participant import _provenance
+
+    sidecar = {
+        "Method": "nnunet",
+        "Model": {"Name": "mcpvsnet", "Checksum": "sha256:abc123", "Configuration": "3d_fullres",
+                  "Folds": [0, 1, 2, 3, 4], "Device": "cuda"},
+        "RegionsMethod": "samseg",
+    }  # fmt: skip
+    prov = _provenance(sidecar)
+    assert prov["Model checksum"] == "sha256:abc123" and prov["Model folds"] == "0, 1, 2, 3, 4"
+    text = " ".join(methods_boilerplate(prov)["paragraphs"])
+    assert "mcpvsnet (checksum sha256:abc123; configuration 3d_fullres; folds 0, 1, 2, 3, 4)" in (
+        text
+    )

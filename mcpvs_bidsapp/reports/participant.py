@@ -120,12 +120,8 @@ def _provenance(sidecar: dict) -> dict:
     if sidecar.get("MethodDescription"):
         prov["Description"] = sidecar["MethodDescription"]
     model = sidecar.get("Model") or {}
-    for key in ("Name", "Version", "Checksum", "Configuration", "Trainer", "Plans", "Folds"):
-        if key in model:
-            prov[f"Model {key.lower()}"] = model[key]
-    for key in ("Source", "Url", "URL", "License", "Mirroring", "StepSize", "Device"):
-        if key in model:
-            prov[f"Model {key.lower()}"] = model[key]
+    for key, value in model.items():  # every key the model store recorded, in its order
+        prov[f"Model {key.lower()}"] = json.dumps(value) if isinstance(value, dict) else value
     if sidecar.get("Parameters"):
         prov["Parameters"] = json.dumps(sidecar["Parameters"], sort_keys=True)
     prov["Regions"] = sidecar.get("RegionsMethod", "n/a")
@@ -335,7 +331,10 @@ def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None
     output_dir = Path(output_dir)
     label = label.removeprefix("sub-")
     status = latest_status(output_dir, label) or {"runs": []}
-    runs = [_run_report(output_dir, label, run, bids_dir) for run in status.get("runs", [])]
+    try:
+        runs = [_run_report(output_dir, label, run, bids_dir) for run in status.get("runs", [])]
+    finally:
+        reportlets.clear_cache()
     crashes = crash_files(output_dir, label, status.get("run_id"))
     errors = [
         {"source": r.source, "error": r.error or "failed (no message)"}

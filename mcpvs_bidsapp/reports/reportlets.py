@@ -9,6 +9,7 @@ the subject's left on the left of axial and coronal panels).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +28,25 @@ REGION_COLOURS = {1: "#ffb000", 2: "#1f9bff"}  # BG amber, WM blue (colour-blind
 _PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
+@lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int, dtype: str) -> Volume:
+    return Volume(path, np.dtype(dtype))
+
+
+def load(path: Path | str, dtype=np.float32) -> Volume:
+    """A Volume, read once per report: the reportlets of a T1w share its few images.
+
+    Keyed by modification time too, so a rewritten file is read again; call
+    ``load.cache_clear()`` (``clear_cache``) when a report is done to free the memory.
+    """
+    path = str(path)
+    return _load(path, Path(path).stat().st_mtime_ns, np.dtype(dtype).str)
+
+
+def clear_cache() -> None:
+    _load.cache_clear()
+
+
 class Volume:
     """An image reoriented to RAS, with its voxel sizes, for slicing in world-aligned planes."""
 
@@ -42,7 +62,8 @@ class Volume:
     def slice(self, plane: str, index: int) -> np.ndarray:
         """2D slice with rows running inferior->superior (or posterior->anterior for axial)."""
         axis = _PLANES[plane]
-        return np.take(self.data, index, axis=axis).T
+        # basic indexing is a view; np.take would first copy the whole (reoriented) volume
+        return self.data[(slice(None),) * axis + (index,)].T
 
     def extent(self, plane: str) -> list[float]:
         shown = [a for a in range(3) if a != _PLANES[plane]]
@@ -109,11 +130,23 @@ def _label(ax, text: str) -> None:
 
 
 def _save(fig, out_file: Path) -> Path:
+    """Write a figure as a 256-colour PNG (written beside, then renamed into place).
+
+    MR slices are noisy and compress badly as RGBA; an undithered adaptive palette keeps
+    every grey level a rater can tell apart plus the overlay colours, at about a quarter
+    of the size (benchmarks/report_timing.py).
+    """
+    from PIL import Image
+
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}")
-    fig.savefig(tmp, dpi=DPI, facecolor=fig.get_facecolor(), format="png")
+    fig.set_dpi(DPI)
+    fig.canvas.draw()
+    rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
     plt.close(fig)
+    image = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    tmp = out_file.with_name(f".{out_file.name}")
+    image.save(tmp, format="PNG")
     tmp.replace(out_file)
     return out_file
 
@@ -132,7 +165,7 @@ def _show(ax, vol: Volume, plane: str, index: int, window, cmap="gray") -> None:
 
 def plot_input(t1w: Path, out_file: Path) -> Path:
     """The raw T1w in three planes: shown also for failed runs, to see what went in."""
-    vol = Volume(t1w)
+    vol = load(t1w)
     window = _window(vol.data)
     head = vol.data > window[0] + 0.1 * (window[1] - window[0])
     fig, axes = _grid(3, 3, 3.0, 1.0)
@@ -145,8 +178,8 @@ def plot_input(t1w: Path, out_file: Path) -> Path:
 
 def plot_brain_mask(t1w: Path, brain_mask: Path, out_file: Path, ncols: int = 6) -> Path:
     """Brain-mask outline (red) on the raw T1w: 6 slices per plane across the mask."""
-    vol = Volume(t1w)
-    mask = Volume(brain_mask, dtype=np.uint8)
+    vol = load(t1w)
+    mask = load(brain_mask, dtype=np.uint8)
     window = _window(vol.data)
     rows = [(plane, _slices(mask.data > 0, plane, ncols, trim=0.1)) for plane in _PLANES]
     fig, axes = plt.subplots(3, ncols, figsize=(ncols * 2.2, 3 * 2.2), facecolor="black")
@@ -173,9 +206,9 @@ def plot_brain_mask(t1w: Path, brain_mask: Path, out_file: Path, ncols: int = 6)
 
 def plot_preproc(t1w: Path, preproc: Path, brain_mask: Path, out_file: Path) -> Path:
     """Raw T1w (top) vs N4 + FCM (bottom), same slices, plus the brain intensity histograms."""
-    raw = Volume(t1w)
-    pre = Volume(preproc)
-    mask = Volume(brain_mask, dtype=np.uint8).data > 0
+    raw = load(t1w)
+    pre = load(preproc)
+    mask = load(brain_mask, dtype=np.uint8).data > 0
     raw_w = _window(raw.data, mask)
     pre_w = _window(pre.data, mask)
     fig, axes = plt.subplots(2, 4, figsize=(4 * 2.8, 2 * 2.8), facecolor="black")
@@ -205,8 +238,8 @@ def plot_preproc(t1w: Path, preproc: Path, brain_mask: Path, out_file: Path) -> 
 
 def plot_regions(preproc: Path, dseg: Path, out_file: Path, ncols: int = 6) -> Path:
     """BG (amber) and WM (blue) labels over the preprocessed T1w: axial and coronal rows."""
-    vol = Volume(preproc)
-    seg = Volume(dseg, dtype=np.uint8)
+    vol = load(preproc)
+    seg = load(dseg, dtype=np.uint8)
     window = _window(vol.data, seg.data > 0)
     colours = ListedColormap(["none", REGION_COLOURS[1], REGION_COLOURS[2], "none"])
     planes = ["axial", "axial", "coronal"]
@@ -243,9 +276,9 @@ def plot_pvs_mosaic(
     preproc: Path, pvs_mask: Path, brain_mask: Path, plane: str, out_file: Path, ncols: int = 6
 ) -> Path:
     """PVS (red) over the preprocessed T1w: 3 rows of slices across the brain in one plane."""
-    vol = Volume(preproc)
-    pvs = Volume(pvs_mask, dtype=np.uint8)
-    brain = Volume(brain_mask, dtype=np.uint8).data > 0
+    vol = load(preproc)
+    pvs = load(pvs_mask, dtype=np.uint8)
+    brain = load(brain_mask, dtype=np.uint8).data > 0
     window = _window(vol.data, brain)
     indices = _slices(brain, plane, 3 * ncols, trim=0.15)
     fig, axes = _grid(len(indices), ncols, 2.2, _aspect(vol, plane))
@@ -298,9 +331,9 @@ def plot_pvs_zoom(
     Each slice is shown twice, side by side (plain | PVS outlined in red), enlarged so that
     single PVS voxels are visible: that pair is what a rater compares.
     """
-    vol = Volume(preproc)
-    pvs = Volume(pvs_mask, dtype=np.uint8)
-    seg = Volume(dseg, dtype=np.uint8).data
+    vol = load(preproc)
+    pvs = load(pvs_mask, dtype=np.uint8)
+    seg = load(dseg, dtype=np.uint8).data
     target = (seg == 1) if region == "BG" else cso_slab(seg)
     if not target.any():
         raise ValueError(f"no {region} voxels in the regions image")
