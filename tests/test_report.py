@@ -216,3 +216,9 @@ def test_nnunet_provenance_is_shown(tmp_path):
     assert "mcpvsnet (checksum sha256:abc123; configuration 3d_fullres; folds 0, 1, 2, 3, 4)" in (
         text
     )
+
+
+def test_boilerplate_without_any_success_claims_no_segmentation():
+    text = " ".join(methods_boilerplate({})["paragraphs"])
+    assert "No T1w image of this participant was segmented" in text
+    assert "regions method" not in text and "Frangi" not in text

@@ -98,6 +98,13 @@ def methods_boilerplate(provenance: dict) -> dict:
             "(parameters in the mask's JSON sidecar); it is not the trained mcPVS-Net model "
             "and its masks are not comparable to the paper's."
         )
+    if not provenance:  # nothing was segmented (every T1w failed): say only what was tried
+        paragraphs.append("No T1w image of this participant was segmented; see Errors.")
+        return {
+            "paragraphs": paragraphs,
+            "references": [format_reference(k) for k in cited],
+            "bibtex": "\n\n".join(references()[k]["_bibtex"] for k in cited),
+        }
     if regions == "samseg":
         regions_text = f"Samseg {c('puonti2016samseg')}, which also gave the intracranial volume"
     else:
