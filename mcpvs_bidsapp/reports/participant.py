@@ -247,7 +247,8 @@ def _draw(figures_dir: Path, output_dir: Path, prefix: str, spec: tuple) -> Figu
         fig.src = Path(reportlets_out).relative_to(output_dir).as_posix()
     except Exception as err:  # one figure failing must not lose the report
         LOGGER.warning("%s: reportlet %s failed (%s)", prefix, key, err)
-        fig.error = f"not drawn: {type(err).__name__}: {err}"
+        detail = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        fig.error = f"not drawn: {detail}"
     return fig
 
 

@@ -118,11 +118,6 @@ def _grid(n: int, ncols: int, panel_in: float, aspect: float):
     return fig, axes
 
 
-def _aspect(vol: Volume, plane: str) -> float:
-    ext = vol.extent(plane)
-    return ext[3] / ext[1]
-
-
 def _label(ax, text: str) -> None:
     ax.text(
         0.02, 0.98, text, transform=ax.transAxes, color="white", fontsize=8, va="top", ha="left"
@@ -151,16 +146,28 @@ def _save(fig, out_file: Path) -> Path:
     return out_file
 
 
-def _show(ax, vol: Volume, plane: str, index: int, window, cmap="gray") -> None:
+def _show(ax, vol: Volume, plane: str, index: int, window, cmap="gray", box=None) -> list:
+    """Draw one slice (optionally cropped to ``box`` = (rows, cols)); return its extent."""
+    img = vol.slice(plane, index)
+    extent = vol.extent(plane)
+    if box is not None:
+        img = img[box]
+        extent = _box_extent(vol, plane, img.shape)
     ax.imshow(
-        vol.slice(plane, index),
+        img,
         cmap=cmap,
         vmin=window[0],
         vmax=window[1],
         origin="lower",
-        extent=vol.extent(plane),
+        extent=extent,
         interpolation="nearest",
     )
+    return extent
+
+
+def _box_extent(vol: Volume, plane: str, shape: tuple[int, int]) -> list[float]:
+    shown = [a for a in range(3) if a != _PLANES[plane]]
+    return [0.0, shape[1] * vol.zooms[shown[0]], 0.0, shape[0] * vol.zooms[shown[1]]]
 
 
 def plot_input(t1w: Path, out_file: Path) -> Path:
@@ -248,6 +255,7 @@ def plot_regions(preproc: Path, dseg: Path, out_file: Path, ncols: int = 6) -> P
         labelled = seg.data > 0
     indices = _slices(labelled, "axial", 2 * ncols, trim=0.05)
     rows = [indices[:ncols], indices[ncols:], _slices(labelled, "coronal", ncols, trim=0.1)]
+    boxes = {p: _zoom_box(seg.data > 0, p, 2) for p in ("axial", "coronal")}
     fig, axes = plt.subplots(3, ncols, figsize=(ncols * 2.2, 3 * 2.2), facecolor="black")
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.01, hspace=0.01)
     for plane, row_idx, row in zip(planes, rows, axes, strict=True):
@@ -255,8 +263,8 @@ def plot_regions(preproc: Path, dseg: Path, out_file: Path, ncols: int = 6) -> P
             ax.set_axis_off()
             if index is None:
                 continue
-            _show(ax, vol, plane, index, window)
-            labels = seg.slice(plane, index).astype(float)
+            extent = _show(ax, vol, plane, index, window, box=boxes[plane])
+            labels = seg.slice(plane, index)[boxes[plane]].astype(float)
             labels[labels > 3] = 3
             ax.imshow(
                 np.ma.masked_where((labels == 0) | (labels == 3), labels),
@@ -265,7 +273,7 @@ def plot_regions(preproc: Path, dseg: Path, out_file: Path, ncols: int = 6) -> P
                 vmax=3,
                 alpha=0.45,
                 origin="lower",
-                extent=seg.extent(plane),
+                extent=extent,
                 interpolation="nearest",
             )
             _label(ax, f"{plane[:3]} {index}")
@@ -281,17 +289,20 @@ def plot_pvs_mosaic(
     brain = load(brain_mask, dtype=np.uint8).data > 0
     window = _window(vol.data, brain)
     indices = _slices(brain, plane, 3 * ncols, trim=0.15)
-    fig, axes = _grid(len(indices), ncols, 2.2, _aspect(vol, plane))
+    box = _zoom_box(brain, plane, 2)  # panels cropped to the brain: PVS are larger
+    crop = vol.slice(plane, indices[0])[box].shape
+    ext = _box_extent(vol, plane, crop)
+    fig, axes = _grid(len(indices), ncols, 2.2, ext[3] / ext[1])
     for ax, index in zip(axes.flat, indices, strict=False):
-        _show(ax, vol, plane, index, window)
-        sl = pvs.slice(plane, index)
+        extent = _show(ax, vol, plane, index, window, box=box)
+        sl = pvs.slice(plane, index)[box]
         if sl.any():
             ax.imshow(
                 np.ma.masked_where(sl == 0, sl),
                 cmap=_overlay_cmap(PVS_COLOUR),
                 alpha=0.9,
                 origin="lower",
-                extent=pvs.extent(plane),
+                extent=extent,
                 interpolation="nearest",
             )
         _label(ax, f"{plane[:3]} {index}: {int((sl > 0).sum())} vx")
