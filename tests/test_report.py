@@ -113,7 +113,8 @@ def test_successful_participant_report(reports):
     assert whole.pvs_count == len(census) == 8  # the fixture's 3 BG + 5 WM tubes
     assert f"{whole.pvs_volume_mm3:.4g}" in text or f"{whole.pvs_volume_mm3:,.0f}" in text
     assert f"{whole.icv_mm3:,.0f}" in text
-    assert "Isensee" not in text  # nnU-Net is not cited for the vesselness method...
+    assert "The trained mcPVS-Net model (an nnU-Net (Isensee et al., 2021)) was not used" in text
+    assert "not from Samseg (Puonti et al., 2016)" in text
     assert "Tustison" in text and "Gorgolewski" in text and "Reinhold" in text
     assert "No errors." in text
 

@@ -95,8 +95,9 @@ def methods_boilerplate(provenance: dict) -> dict:
         paragraphs.append(
             "PVS were segmented with mcpvs's built-in method, a multiscale Hessian "
             f"vesselness filter {c('frangi1998vesselness')} followed by thresholding "
-            "(parameters in the mask's JSON sidecar); it is not the trained mcPVS-Net model "
-            "and its masks are not comparable to the paper's."
+            "(parameters in the mask's JSON sidecar). The trained mcPVS-Net model (an nnU-Net "
+            f"{c('isensee2021nnunet')}) was not used, so these masks are not comparable to the "
+            "paper's."
         )
     if not provenance:  # nothing was segmented (every T1w failed): say only what was tried
         paragraphs.append("No T1w image of this participant was segmented; see Errors.")
@@ -110,7 +111,8 @@ def methods_boilerplate(provenance: dict) -> dict:
     else:
         regions_text = (
             f"mcpvs's '{regions}' regions method (intracranial volume from the brain mask; "
-            "see the measures sidecar)"
+            f"see the measures sidecar), not from Samseg {c('puonti2016samseg')} as in the "
+            "original work"
         )
     paragraphs.append(
         f"Basal ganglia (BG) and cerebral white matter (WM) regions came from {regions_text}. "
