@@ -1,8 +1,9 @@
 """Reportlets: one PNG figure each, drawn with plain matplotlib from files on disk.
 
-Why not niworkflows' SVG reportlets: they take 6-13 s and several MB each at 1 mm, and a
-report needs eight of them per T1w (benchmarks/report_timing.py). Compressed PNG mosaics at a
-modest DPI are a fraction of that and still show single PVS in the zoomed panels. Images are
+Why not niworkflows' SVG reportlets: they take 6-13 s and 1.7-4 MB each at 1 mm
+(../shared/deps/README.md), and a report needs eight of them per T1w. These 256-colour PNG
+mosaics take about 19 s and 1 MB for all eight on a loaded 2-core machine
+(benchmarks/report_timing.py) and still show single PVS in the zoomed panels. Images are
 reoriented to RAS first, so every figure is shown the same way (neurological convention:
 the subject's left on the left of axial and coronal panels).
 """
