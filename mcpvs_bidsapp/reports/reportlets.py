@@ -379,7 +379,7 @@ def plot_pvs_zoom(
             )  # fmt: skip
         if sl.any():
             ax_pvs.contour(
-                sl, levels=[0.5], colors=PVS_COLOUR, linewidths=0.9, origin="lower",
+                sl, levels=[0.5], colors=PVS_COLOUR, linewidths=1.3, origin="lower",
                 extent=extent, corner_mask=False,
             )  # fmt: skip
         _label(ax_plain, f"{region} axial {k}")
