@@ -2,6 +2,7 @@
 
     python benchmarks/preprocessing.py [T1W] [--omp-nthreads 2] [--samseg-profile fast]
                                        [--samseg-dir DIR] [--skip-samseg] [--work DIR]
+    python benchmarks/preprocessing.py --compare-segs SEG_A SEG_B   # e.g. fast vs paper profile
 
 Each step runs in its own child process (so its peak RSS is its own, and Samseg's own child
 is counted), in the order the workflow runs them.  Default input: the raw Philips MPRAGE of
@@ -170,9 +171,27 @@ def dice(a, b) -> float:
     return float(2 * (a & b).sum() / s) if s else float("nan")
 
 
+def compare_segs(seg_a: str, seg_b: str) -> None:
+    """Dice of BG / WM / brain between two Samseg label images (e.g. fast vs paper profile)."""
+    import nibabel as nb
+    import numpy as np
+
+    from mcpvs_bidsapp.interfaces.samseg import labels_to_regions
+
+    (ma, da), (mb, db) = (
+        labels_to_regions(np.asanyarray(nb.load(p).dataobj).astype(np.int32))
+        for p in (seg_a, seg_b)
+    )
+    for name, a, b in (("BG", da == 1, db == 1), ("WM", da == 2, db == 2), ("brain", ma, mb)):
+        print(f"{name:<6} Dice {dice(a, b):.3f}  voxels {a.sum()} / {b.sum()}")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         _child(sys.argv[2], sys.argv[3])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--compare-segs":
+        compare_segs(sys.argv[2], sys.argv[3])
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("t1w", nargs="?", default=str(DEFAULT_T1W))

@@ -61,13 +61,16 @@ def test_n4_removes_an_added_bias_field(head2mm, whole_image):
     idx = np.indices(data.shape, dtype=np.float32)
     ramp = (idx[0] / data.shape[0] - 0.5) + 0.6 * (idx[2] / data.shape[2] - 0.5)
     biased = data * np.exp(0.6 * ramp)
-    corrected, bias = n4_masked(biased, mask, img.affine, num_threads=2, whole_image=whole_image)
+    corrected, _ = n4_masked(biased, mask, img.affine, num_threads=2, whole_image=whole_image)
     cv_biased, cv_corrected = _cv(biased[wm]), _cv(corrected[wm])
     assert cv_corrected < 0.8 * cv_biased, (cv_biased, cv_corrected)
-    # the recovered field follows the one we added (up to N4's free global scale)
+    # the head has its own bias too: compare with N4 of the unbiased head, which must differ
+    # from N4 of the biased one by much less than the field we added (up to a global scale)
+    reference, _ = n4_masked(data, mask, img.affine, num_threads=2, whole_image=whole_image)
+    residual = np.log(corrected[wm] / reference[wm])
+    added = 0.6 * ramp[wm]
+    assert residual.std() < 0.5 * added.std(), (residual.std(), added.std())
     inside = mask > 0
-    r = np.corrcoef(np.log(bias[inside]), ramp[inside])[0, 1]
-    assert r > 0.8, r
     assert np.all(corrected[~inside] == 0)
 
 
