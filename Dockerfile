@@ -11,7 +11,7 @@
 # their wheels, templates come from nilearn's bundled MNI152, and the model store is either
 # baked in here or mounted over /opt/mcpvs/models.
 ARG BASE_IMAGE=debian:bookworm-slim
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS runtime
 
 # cuda: torch==TORCH_VERSION from PyPI (or TORCH_INDEX_URL, e.g. .../whl/cu128)
 # cpu:  torch==TORCH_VERSION+cpu from docker/wheels/ or TORCH_INDEX_URL (.../whl/cpu)
@@ -31,14 +31,17 @@ RUN apt-get update \
 
 # The build trusts the system CA bundle (a base image may add a site CA to it); run-time
 # needs no network at all.
-ENV PATH=/opt/venv/bin:${PATH} \
+ENV MCPVS_TORCH_VARIANT=${TORCH_VARIANT} \
+    PATH=/opt/venv/bin:${PATH} \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 
 # torch first, so the lock (which pins the CPU build) never swaps it for another variant.
-# (It is pinned: ${spec} is torch==TORCH_VERSION[+cpu].)
-COPY docker/wheels/ /tmp/wheels/
+# ${spec} is pinned (torch==TORCH_VERSION[+cpu]). TORCH_FIND_LINKS is a URL of a folder of
+# wheels (CI serves /opt/wheels on localhost with --network host): a COPY'd wheel would stay
+# in its layer and add ~190 MB to the image.
+ARG TORCH_FIND_LINKS=
 # hadolint ignore=DL3013
 RUN python3 -m venv /opt/venv \
     && case "${TORCH_VARIANT}" in \
@@ -46,10 +49,10 @@ RUN python3 -m venv /opt/venv \
          cuda) spec="torch==${TORCH_VERSION}" ;; \
          *) echo "TORCH_VARIANT must be cpu or cuda, not '${TORCH_VARIANT}'" >&2; exit 1 ;; \
        esac \
-    && pip install --find-links /tmp/wheels \
+    && pip install \
+         ${TORCH_FIND_LINKS:+--find-links "${TORCH_FIND_LINKS}"} \
          ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}" --extra-index-url https://pypi.org/simple} \
-         "${spec}" \
-    && rm -rf /tmp/wheels
+         "${spec}"
 
 # Dependencies in their own layer (keyed on setup.cfg and the lock, not on the code), from
 # setup.cfg's install_requires under requirements/constraints.txt with torch re-pinned to the
@@ -71,21 +74,24 @@ RUN pip install --no-deps -c /opt/mcpvs/build/constraints.txt /tmp/src \
     && rm -rf /tmp/src \
     && mcpvs --version
 
-# Optional baked-in models: docker/models/<name>.zip (nnUNetv2_export_model_to_zip archives)
-# are installed as <name>; sha256 sums are recorded so `mcpvs models verify` works read-only.
+# Optional baked-in models, in their own stage so the archives never reach the image:
+# docker/models/<name>.zip (nnUNetv2_export_model_to_zip archives, e.g. mcpvsnet.zip) are
+# installed as <name>, with the sha256 sums that `mcpvs models verify` re-checks read-only.
+FROM runtime AS models
 COPY docker/models/ /tmp/models/
 RUN mkdir -p /opt/mcpvs/models \
     && for zip in /tmp/models/*.zip; do \
          [ -e "${zip}" ] || continue; \
          mcpvs models install "${zip}" --name "$(basename "${zip}" .zip)" --model-store /opt/mcpvs/models \
          || exit 1; \
-       done \
-    && rm -rf /tmp/models \
-    && chmod -R a+rX /opt/mcpvs
+       done
 
+FROM runtime
+COPY --from=models /opt/mcpvs/models /opt/mcpvs/models
 # Runs as any uid (docker -u, Apptainer) on a read-only root: everything written at run time
 # goes to /tmp (a tmpfs), the output folder or the work dir.
-RUN useradd --create-home --uid 1000 --user-group --shell /usr/sbin/nologin mcpvs
+RUN chmod -R a+rX /opt/mcpvs \
+    && useradd --create-home --uid 1000 --user-group --shell /usr/sbin/nologin mcpvs
 ENV MCPVS_MODEL_STORE=/opt/mcpvs/models \
     MCPVS_CONTAINER_TYPE=docker \
     HOME=/tmp \
@@ -113,6 +119,6 @@ LABEL org.opencontainers.image.title="mcpvs" \
       org.opencontainers.image.documentation="https://github.com/mcpvs/mcpvs/blob/main/docs/container.md" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="mcpvs developers" \
-      org.mcpvs.torch-variant="${TORCH_VARIANT}"
+      org.mcpvs.torch-variant="${MCPVS_TORCH_VARIANT}"
 ENTRYPOINT ["mcpvs"]
 CMD ["--help"]

@@ -67,8 +67,10 @@ exec 9>"$CACHE/lock"
 flock -w 1800 9 || die "another container job holds $CACHE/lock"
 
 # --- dockerd ----------------------------------------------------------------------------------
+WHEELS_PID=""
 cleanup() {
     local rc=$?
+    [ -z "$WHEELS_PID" ] || kill "$WHEELS_PID" 2>/dev/null || true
     if [ -f "$PIDFILE" ]; then
         local pid
         pid=$(cat "$PIDFILE")
@@ -145,22 +147,36 @@ fi
 mark base_image_s $((SECONDS - t))
 
 # --- build --------------------------------------------------------------------------------------
-wheel=$(ls /opt/wheels/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n1 || true)
-if [ -n "$wheel" ] && [ ! -e "docker/wheels/$(basename "$wheel")" ]; then
-    cp "$wheel" docker/wheels/
+# The CPU torch wheel of /opt/wheels is offered over http on localhost (the build has
+# --network host) rather than COPY'd, which would leave ~190 MB in a layer of the image.
+torch_src=()
+if ls /opt/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
+    rm -f "$ART/wheels.port"
+    python3 - /opt/wheels "$ART/wheels.port" >"$ART/wheels-http.log" 2>&1 <<'EOF' &
+import functools, http.server, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+open(sys.argv[2], "w").write(str(server.server_address[1]))
+server.serve_forever()
+EOF
+    WHEELS_PID=$!
+    for _ in $(seq 40); do [ -s "$ART/wheels.port" ] && break; sleep 0.25; done
+    [ -s "$ART/wheels.port" ] || die "could not serve /opt/wheels (see $ART/wheels-http.log)"
+    torch_src=(--build-arg TORCH_FIND_LINKS="http://127.0.0.1:$(cat "$ART/wheels.port")/")
+else
+    torch_src=(--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu)
 fi
-torch_index=()
-[ -n "$wheel" ] || torch_index=(--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu)
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' mcpvs_bidsapp/__init__.py)
 t=$SECONDS
 log "docker build $IMAGE (CPU torch, version $VERSION)"
 nice -n 10 docker build --network host -t "$IMAGE" \
-    --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VARIANT=cpu "${torch_index[@]}" \
+    --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VARIANT=cpu "${torch_src[@]}" \
     --build-arg VERSION="$VERSION" \
     --build-arg VCS_REF="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
     --build-arg BUILD_DATE="$(date -u +%Y-%m-%d)" \
     . >"$ART/build.log" 2>&1 || { tail -n 40 "$ART/build.log"; die "docker build (see $ART/build.log)"; }
 mark build_s $((SECONDS - t))
+[ -z "$WHEELS_PID" ] || { kill "$WHEELS_PID"; WHEELS_PID=""; }
 docker image prune -f >/dev/null  # superseded layers of earlier builds
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 mark image_size_mb $((size / 1000000))
