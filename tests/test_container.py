@@ -176,3 +176,43 @@ def test_docker_build_and_smoke(tmp_path):
         line.split("\t") for line in (tmp_path / "docker" / "timings.tsv").read_text().splitlines()
     )
     assert {"build_s", "image_size_mb", "smoke_participant_s", "smoke_group_s"} <= set(timings)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        (
+            {"MCPVS_CONTAINER_TYPE": "docker", "MCPVS_CONTAINER_TAG": "mcpvs:0.1.0"},
+            {"Type": "docker", "Tag": "mcpvs:0.1.0"},
+        ),
+        # a SIF built from the Docker image still carries MCPVS_CONTAINER_TYPE=docker
+        (
+            {
+                "MCPVS_CONTAINER_TYPE": "docker",
+                "APPTAINER_CONTAINER": "/images/mcpvs-0.1.0.sif",
+                "APPTAINER_NAME": "mcpvs-0.1.0.sif",
+            },
+            {"Type": "apptainer", "Tag": "mcpvs-0.1.0.sif"},
+        ),
+        (
+            {"SINGULARITY_CONTAINER": "/images/mcpvs.simg"},
+            {"Type": "singularity", "Tag": "mcpvs.simg"},
+        ),
+    ],
+)
+def test_container_provenance(monkeypatch, env, expected):
+    from mcpvs_bidsapp.bids import container_info
+
+    for var in (
+        "MCPVS_CONTAINER_TYPE",
+        "MCPVS_CONTAINER_TAG",
+        "APPTAINER_CONTAINER",
+        "APPTAINER_NAME",
+        "SINGULARITY_CONTAINER",
+        "SINGULARITY_NAME",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert container_info() == expected
