@@ -11,13 +11,8 @@
 # their wheels, templates come from nilearn's bundled MNI152, and the model store is either
 # baked in here or mounted over /opt/mcpvs/models.
 ARG BASE_IMAGE=debian:bookworm-slim
-FROM ${BASE_IMAGE} AS runtime
+FROM ${BASE_IMAGE} AS base
 
-# cuda: torch==TORCH_VERSION from PyPI (or TORCH_INDEX_URL, e.g. .../whl/cu128)
-# cpu:  torch==TORCH_VERSION+cpu from docker/wheels/ or TORCH_INDEX_URL (.../whl/cpu)
-ARG TORCH_VARIANT=cuda
-ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Debian's python3 is 3.11, the version the lock file was resolved for. Packages are not
@@ -31,12 +26,31 @@ RUN apt-get update \
 
 # The build trusts the system CA bundle (a base image may add a site CA to it); run-time
 # needs no network at all.
-ENV MCPVS_TORCH_VARIANT=${TORCH_VARIANT} \
-    PATH=/opt/venv/bin:${PATH} \
+ENV PATH=/opt/venv/bin:${PATH} \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 
+# surfa (Samseg's I/O library) has no wheel on PyPI: build it here with a compiler that the
+# image itself never carries; only the wheel crosses over.
+FROM base AS wheels
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        gcc libc6-dev python3-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements/constraints.txt /tmp/constraints.txt
+RUN python3 -m venv /opt/wheelbuild \
+    && /opt/wheelbuild/bin/pip wheel --no-deps --wheel-dir /wheels \
+         "$(grep -E '^surfa==' /tmp/constraints.txt)"
+
+FROM base AS runtime
+# cuda: torch==TORCH_VERSION from PyPI (or TORCH_INDEX_URL, e.g. .../whl/cu126)
+# cpu:  torch==TORCH_VERSION+cpu from TORCH_FIND_LINKS or TORCH_INDEX_URL (.../whl/cpu)
+ARG TORCH_VARIANT=cuda
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=
+ENV MCPVS_TORCH_VARIANT=${TORCH_VARIANT}
 # torch first, so the lock (which pins the CPU build) never swaps it for another variant.
 # ${spec} is pinned (torch==TORCH_VERSION[+cpu]). TORCH_FIND_LINKS is a URL of a folder of
 # wheels (CI serves /opt/wheels on localhost with --network host): a COPY'd wheel would stay
@@ -60,11 +74,13 @@ RUN python3 -m venv /opt/venv \
 WORKDIR /opt/mcpvs/build
 COPY setup.cfg setup.cfg
 COPY requirements/constraints.txt constraints.lock.txt
+COPY --from=wheels /wheels /tmp/wheels
 RUN torch_version="$(python -c 'import torch; print(torch.__version__)')" \
     && grep -vE '^torch==' constraints.lock.txt > constraints.txt \
     && echo "torch==${torch_version}" >> constraints.txt \
     && python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c['options']['install_requires'])" > requirements.txt \
-    && pip install -c constraints.txt -r requirements.txt \
+    && pip install --find-links /tmp/wheels -c constraints.txt -r requirements.txt \
+    && rm -rf /tmp/wheels \
     && python -c "import torch; assert torch.__version__ == '${torch_version}', torch.__version__"
 
 # The package itself: the only layer a code change rebuilds.

@@ -177,7 +177,7 @@ nice -n 10 docker build --network host -t "$IMAGE" \
     . >"$ART/build.log" 2>&1 || { tail -n 40 "$ART/build.log"; die "docker build (see $ART/build.log)"; }
 mark build_s $((SECONDS - t))
 [ -z "$WHEELS_PID" ] || { kill "$WHEELS_PID"; WHEELS_PID=""; }
-docker image prune -f >/dev/null  # superseded layers of earlier builds
+docker image prune -f --filter until=168h >/dev/null  # week-old superseded layers (keeps stage caches)
 size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 mark image_size_mb $((size / 1000000))
 docker image inspect -f '{{json .Config.Labels}}' "$IMAGE" >"$ART/labels.json"
