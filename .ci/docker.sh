@@ -68,8 +68,13 @@ flock -w 1800 9 || die "another container job holds $CACHE/lock"
 
 # --- dockerd ----------------------------------------------------------------------------------
 WHEELS_PID=""
+CHILD=""
+# long steps run in the background and are waited for, so that INT/TERM reach the trap at
+# once and stop them (a foreground child would delay the trap until it ended)
+waitfor() { "$@" & CHILD=$!; wait "$CHILD"; local rc=$?; CHILD=""; return $rc; }
 cleanup() {
     local rc=$?
+    [ -z "$CHILD" ] || kill "$CHILD" 2>/dev/null || true
     [ -z "$WHEELS_PID" ] || kill "$WHEELS_PID" 2>/dev/null || true
     if [ -f "$PIDFILE" ]; then
         local pid
@@ -117,7 +122,7 @@ else
     if [ ! -s "$TARBALL" ]; then
         log "debootstrap bookworm from $MIRROR"
         root=$(mktemp -d "$CACHE/base/rootfs.XXXX")
-        debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$MIRROR" \
+        waitfor debootstrap --variant=minbase --include=ca-certificates bookworm "$root" "$MIRROR" \
             >"$ART/debootstrap.log" 2>&1 || { rm -rf "$root"; die "debootstrap (see $ART/debootstrap.log)"; }
         # pip inside the build verifies TLS against the system bundle: add this site's CAs
         cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
@@ -152,10 +157,14 @@ mark base_image_s $((SECONDS - t))
 torch_src=()
 if ls /opt/wheels/torch-*+cpu-*.whl >/dev/null 2>&1; then
     rm -f "$ART/wheels.port"
-    python3 - /opt/wheels "$ART/wheels.port" >"$ART/wheels-http.log" 2>&1 <<'EOF' &
+    python3 - /opt/wheels "$ART/wheels.port" "${MCPVS_WHEELS_PORT:-38471}" \
+        >"$ART/wheels-http.log" 2>&1 <<'EOF' &
 import functools, http.server, sys
 handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+try:  # a fixed port keeps the TORCH_FIND_LINKS build arg, hence the layer cache, stable
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), handler)
+except OSError:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 open(sys.argv[2], "w").write(str(server.server_address[1]))
 server.serve_forever()
 EOF
@@ -169,7 +178,7 @@ fi
 VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' mcpvs_bidsapp/__init__.py)
 t=$SECONDS
 log "docker build $IMAGE (CPU torch, version $VERSION)"
-nice -n 10 docker build --network host -t "$IMAGE" \
+waitfor nice -n 10 docker build --network host -t "$IMAGE" \
     --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_VARIANT=cpu "${torch_src[@]}" \
     --build-arg VERSION="$VERSION" \
     --build-arg VCS_REF="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
@@ -186,7 +195,7 @@ grep -q "\"org.opencontainers.image.version\":\"$VERSION\"" "$ART/labels.json" \
 [ "$(docker image inspect -f '{{.Config.User}}' "$IMAGE")" != "" ] || die "image runs as root"
 
 # --- smoke test -------------------------------------------------------------------------------
-MCPVS_CI_ARTEFACTS=$(dirname "$ART") .ci/docker-smoke.sh "$IMAGE"
+waitfor env MCPVS_CI_ARTEFACTS="$(dirname "$ART")" .ci/docker-smoke.sh "$IMAGE"
 
 mark total_s $((SECONDS - T0))
 log "OK: image $IMAGE ($((size / 1000000)) MB), figures in $ART/timings.tsv"
