@@ -87,12 +87,29 @@ for sub in "${subs[@]}"; do
         || die "sub-${sub}_desc-pvs_measures.tsv has no whole_brain row"
     [ -s "$WORK/out/sub-$sub.html" ] || die "missing sub-$sub.html"
 done
-python3 - "$WORK/out/dataset_description.json" "$label" <<'EOF' || die "dataset_description.json"
-import json, sys
-gen = json.load(open(sys.argv[1]))["GeneratedBy"][0]
-assert gen.get("Container", {}).get("Type") == "docker", gen
-assert gen.get("Version") == sys.argv[2], gen
-EOF
+# contents, checked inside the image (it has nibabel and pandas; the host may not)
+check_py="import json, sys
+from pathlib import Path
+import nibabel as nb, numpy as np, pandas as pd
+gen = json.loads(Path('/out/dataset_description.json').read_text())['GeneratedBy'][0]
+assert gen.get('Container', {}).get('Type') == 'docker', gen
+assert gen.get('Version') == sys.argv[1], gen
+for t1w in sorted(Path('/data').glob('sub-*/anat/*_T1w.nii.gz')):
+    sub = t1w.name.split('_')[0]
+    prefix = t1w.name[: -len('_T1w.nii.gz')]
+    mask = nb.load(f'/out/{sub}/anat/{prefix}_space-T1w_desc-pvs_mask.nii.gz')
+    ref = nb.load(t1w)
+    assert mask.shape == ref.shape and np.allclose(mask.affine, ref.affine), (sub, mask.shape)
+    values = set(np.unique(np.asanyarray(mask.dataobj)).tolist())
+    assert values <= {0, 1}, (sub, values)
+    table = pd.read_csv(f'/out/{sub}/anat/{prefix}_desc-pvs_measures.tsv', sep='\\t')
+    assert {'BG', 'WM', 'whole_brain'} <= set(table['region']), table
+    assert (table['icv_mm3'] > 0).all(), table
+    print(sub, 'mask', mask.shape, 'PVS voxels', int(np.asanyarray(mask.dataobj).sum()),
+          'whole-brain PVS mm3', float(table.set_index('region').loc['whole_brain', 'pvs_volume_mm3']))
+"
+"${run[@]}" -v "$WORK/bids:/data:ro" -v "$WORK/out:/out:ro" --entrypoint python "$IMAGE" \
+    -c "$check_py" "$label" | tee "$ART/outputs.txt" || die "participant outputs (see above)"
 
 t=$SECONDS
 log "group: mcpvs /data /out group -w /work"
@@ -103,5 +120,8 @@ mark smoke_group_s $((SECONDS - t))
 for sub in "${subs[@]}"; do
     grep -q "^sub-$sub	" "$WORK/out/group_pvs.tsv" || die "group_pvs.tsv lacks sub-$sub"
 done
+if [ -f "$WORK/out/group_failures.tsv" ] && [ "$(wc -l <"$WORK/out/group_failures.tsv")" -gt 1 ]; then
+    cat "$WORK/out/group_failures.tsv"; die "group_failures.tsv lists failures"
+fi
 cp "$WORK/out/group_pvs.tsv" "$WORK/out/dataset_description.json" "$ART/"
 log "OK: ${#subs[@]} participants and the group level"

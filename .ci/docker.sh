@@ -16,6 +16,7 @@
 #   MCPVS_DOCKER_CACHE     cache folder (above)
 #   MCPVS_BASE_KEY         base image key (default: <mirror hash>-<ISO year-week>)
 #   MCPVS_IMAGE            tag to build (default mcpvs:ci)
+#   MCPVS_DOCKER_BUILD_ONLY=1  stop after the build (no smoke test)
 #   and those of .ci/docker-smoke.sh (MCPVS_SHARED_DATA, MCPVS_SMOKE_UID, MCPVS_SMOKE_ARGS, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -195,6 +196,10 @@ grep -q "\"org.opencontainers.image.version\":\"$VERSION\"" "$ART/labels.json" \
 [ "$(docker image inspect -f '{{.Config.User}}' "$IMAGE")" != "" ] || die "image runs as root"
 
 # --- smoke test -------------------------------------------------------------------------------
+if [ "${MCPVS_DOCKER_BUILD_ONLY:-0}" = 1 ]; then
+    log "OK (build only): image $IMAGE ($((size / 1000000)) MB)"
+    exit 0
+fi
 waitfor env MCPVS_CI_ARTEFACTS="$(dirname "$ART")" .ci/docker-smoke.sh "$IMAGE"
 
 mark total_s $((SECONDS - T0))
