@@ -12,6 +12,7 @@
 #   MCPVS_SMOKE_UID       uid:gid to run as (default: yours, or 4242:4242 when you are root)
 #   MCPVS_SMOKE_ARGS      participant options (default: --regions fast --method vesselness)
 #   MCPVS_SMOKE_NPROCS    --nprocs / --omp-nthreads (default 2)
+#   MCPVS_SMOKE_ZOOM_MM   voxel size the heads are resampled to (default 2.0)
 #   MCPVS_CI_ARTEFACTS    logs and figures go to $MCPVS_CI_ARTEFACTS/docker (default ./ci-artefacts)
 #   MCPVS_DOCKER_KEEP=1   keep the temporary folder (printed)
 set -euo pipefail
@@ -20,6 +21,7 @@ IMAGE=${1:?usage: .ci/docker-smoke.sh IMAGE}
 ART=${MCPVS_CI_ARTEFACTS:-$PWD/ci-artefacts}/docker
 SMOKE_ARGS=${MCPVS_SMOKE_ARGS:---regions fast --method vesselness}
 NPROCS=${MCPVS_SMOKE_NPROCS:-2}
+ZOOM=${MCPVS_SMOKE_ZOOM_MM:-2.0}
 mkdir -p "$ART"
 log() { printf '%s docker-smoke: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { log "FAILED: $*"; exit 1; }
@@ -34,7 +36,7 @@ heads = sorted(Path('/heads').glob('*.nii.gz'))
 Path('/bids/dataset_description.json').write_text('{\"Name\": \"mcpvs smoke\", \"BIDSVersion\": \"1.9.0\"}')
 rows = ['participant_id\tage']
 for i, head in enumerate(heads, 1):
-    resample_head(head, Path(f'/bids/sub-{i:02d}/anat/sub-{i:02d}_T1w.nii.gz'), 2.0)
+    resample_head(head, Path(f'/bids/sub-{i:02d}/anat/sub-{i:02d}_T1w.nii.gz'), $ZOOM)
     rows.append(f'sub-{i:02d}\t{60 + 5 * i}')
 Path('/bids/participants.tsv').write_text('\n'.join(rows) + '\n')"
 else
@@ -42,7 +44,7 @@ else
     [ -d "$SHARED_DATA/t1w" ] || die "$SHARED_DATA/t1w: no real heads for the smoke dataset"
     inputs=(-v "$SHARED_DATA:/shared:ro")
     make_py="from mcpvs_bidsapp.testing import make_small_bids
-make_small_bids('/bids', '/shared', n_participants=2, zoom_mm=2.0)"
+make_small_bids('/bids', '/shared', n_participants=2, zoom_mm=$ZOOM)"
 fi
 
 UIDGID=${MCPVS_SMOKE_UID:-$(id -u):$(id -g)}
