@@ -2,7 +2,7 @@
 #
 #   CUDA torch from PyPI (the default, for GPU machines):
 #     docker build -t mcpvs:<version> --build-arg VERSION=<version> .
-#   CPU-only torch (CI, CPU clusters), from a wheel in docker/wheels/ or from an index:
+#   CPU-only torch (CI, CPU clusters), from an index or a TORCH_FIND_LINKS folder URL:
 #     docker build --build-arg TORCH_VARIANT=cpu \
 #                  --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
 #   mcPVS-Net weights baked in: put <name>.zip (nnUNetv2_export_model_to_zip) in docker/models/.
