@@ -198,9 +198,20 @@ def dataset_description(container: dict | None = None) -> dict:
 
 
 def container_info() -> dict | None:
-    """Container type/tag when running in one (set by the Dockerfile)."""
+    """Container type/tag when running in one.
+
+    Apptainer/Singularity set ``APPTAINER_CONTAINER``/``SINGULARITY_CONTAINER`` and ``*_NAME``
+    themselves (also under ``--cleanenv``); they win over ``MCPVS_CONTAINER_TYPE=docker``, which
+    the image's Docker ENV carries into a SIF built from it.
+    """
     import os
 
+    for runtime in ("APPTAINER", "SINGULARITY"):
+        if os.environ.get(f"{runtime}_CONTAINER"):
+            info = {"Type": runtime.lower()}
+            tag = os.environ.get(f"{runtime}_NAME") or os.environ[f"{runtime}_CONTAINER"]
+            info["Tag"] = os.path.basename(tag)
+            return info
     ctype = os.environ.get("MCPVS_CONTAINER_TYPE")
     if not ctype:
         return None
