@@ -31,6 +31,7 @@ EXIT_USAGE = 2
 SUBCOMMANDS = {
     "demo": "mcpvs_bidsapp.cli.demo",
     "models": "mcpvs_bidsapp.cli.models",
+    "slurm": "mcpvs_bidsapp.cli.slurm",
 }
 
 
