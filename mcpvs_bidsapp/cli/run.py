@@ -277,6 +277,10 @@ def _run_workflow(settings, good, method, nnunet_options) -> dict[str, str]:
     })  # fmt: skip
     workflow = init_mcpvs_wf(settings, good, method=method, nnunet_options=nnunet_options)
     plugin, plugin_args = _plugin(settings)
+    if plugin in ("SLURM", "SLURMGraph"):
+        from mcpvs_bidsapp.cli.slurm import prepare_nipype_slurm
+
+        prepare_nipype_slurm(workflow)
     try:
         workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # Nipype: "Workflow did not execute cleanly"

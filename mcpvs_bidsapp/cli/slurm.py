@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -167,6 +168,33 @@ def _positive_float(value: str) -> float:
 def mem_mb(mem_gb: float) -> int:
     """SLURM's --mem in MiB, rounded up (mcpvs --mem-gb is GB as Nipype counts it)."""
     return int(math.ceil(mem_gb * 1024))
+
+
+#: Nipype's plugins that submit every node as its own SLURM job
+NIPYPE_SLURM_PLUGINS = ("SLURM", "SLURMGraph")
+
+
+def prepare_nipype_slurm(workflow) -> int:
+    """Let each node's SLURM job ask for what the node needs (Nipype's SLURM plugins do not).
+
+    Nipype's ``SLURM``/``SLURMGraph`` plugins submit every node with the same ``sbatch_args``;
+    mcpvs nodes declare ``n_procs`` and ``mem_gb`` (Samseg or nnU-Net need far more than a
+    copy step), so this puts ``--cpus-per-task``/``--mem`` into each node's own
+    ``plugin_args``, which the plugins append after the global ``sbatch_args``. A node's own
+    ``sbatch_args`` (set in code) still come last and win. Also sets ``LOGNAME``, which
+    the SLURM plugin reads to name jobs and which batch systems and containers often leave
+    unset. Returns the number of nodes.
+    """
+    import getpass
+
+    os.environ.setdefault("LOGNAME", getpass.getuser())
+    nodes = workflow._get_all_nodes()
+    for node in nodes:
+        args = dict(node.plugin_args or {})
+        ask = f"--cpus-per-task={max(1, int(node.n_procs or 1))} --mem={mem_mb(node.mem_gb)}M"
+        args["sbatch_args"] = f"{ask} {args['sbatch_args']}" if args.get("sbatch_args") else ask
+        node.plugin_args = args
+    return len(nodes)
 
 
 def mcpvs_command(opts: argparse.Namespace) -> list[str]:
