@@ -120,8 +120,26 @@ def resolve_method(settings: Settings) -> tuple[str, dict | None]:
 
 def preflight(
     t1w_inputs: dict[str, list[T1wInput]],
+    settings: Settings,
+    method: str,
 ) -> tuple[dict[str, list[T1wInput]], dict[str, dict[str, str]]]:
-    """Check every T1w before building anything; bad files fail now, the rest go on."""
+    """Check every T1w before building anything; bad files fail now, the rest go on.
+
+    Besides the image checks, the largest step's memory (scaled by image size) must fit the
+    budget (``--mem-gb``, else this machine's memory): a T1w that cannot fit fails here with
+    a clear line instead of stopping the whole Nipype run or meeting the OOM killer.
+    """
+    from mcpvs_bidsapp.resources import available_memory_gb, step_mem_gb
+
+    budget = settings.mem_gb or available_memory_gb()
+    steps = [
+        "brain_extraction",
+        "n4",
+        "fcm",
+        "measures",
+        "samseg" if settings.regions == "samseg" else "regions_fast",
+        method,
+    ]
     good: dict[str, list[T1wInput]] = {}
     errors: dict[str, dict[str, str]] = {}
     for label, items in t1w_inputs.items():
@@ -131,11 +149,20 @@ def preflight(
             errors[label]["sub-" + label] = f"sub-{label}: no T1w image found (anat/*_T1w.nii[.gz])"
         for item in items:
             try:
-                load_t1w(item.path)
+                _, data, _ = load_t1w(item.path)
             except InputImageError as err:
                 errors[label][str(item.path)] = str(err)
-            else:
-                good[label].append(item)
+                continue
+            need, step = max((step_mem_gb(s, data.size), s) for s in steps)
+            if need > budget:
+                dims = "x".join(str(n) for n in data.shape)
+                errors[label][str(item.path)] = (
+                    f"{item.path.name}: needs about {need:.1f} GB for its largest step "
+                    f"({step}, {dims} voxels) but the memory budget is {budget:.1f} GB "
+                    "(--mem-gb or this machine's memory)"
+                )
+                continue
+            good[label].append(item)
     return good, errors
 
 
@@ -172,7 +199,7 @@ def run_participant(settings: Settings) -> int:
 
     method, nnunet_options = resolve_method(settings)
     started = datetime.now().isoformat(timespec="seconds")
-    good, errors = preflight(t1w_inputs)
+    good, errors = preflight(t1w_inputs, settings, method)
     for label_errors in errors.values():
         for message in label_errors.values():
             _error(message)

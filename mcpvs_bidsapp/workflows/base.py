@@ -5,6 +5,8 @@ from __future__ import annotations
 from copy import deepcopy
 from pathlib import Path
 
+import nibabel as nb
+import numpy as np
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
@@ -12,6 +14,7 @@ from mcpvs_bidsapp.bids import T1wInput
 from mcpvs_bidsapp.config import Settings
 from mcpvs_bidsapp.interfaces.derivatives import WriteDerivatives
 from mcpvs_bidsapp.interfaces.measures import PVSMeasures
+from mcpvs_bidsapp.resources import apply_mem_estimates
 from mcpvs_bidsapp.workflows.preproc import init_preproc_wf
 from mcpvs_bidsapp.workflows.segment import init_segment_wf
 
@@ -97,7 +100,7 @@ def init_t1w_wf(
     segment_wf = init_segment_wf(
         method=method, omp_nthreads=settings.omp_nthreads, nnunet_options=nnunet_options
     )
-    measures = pe.Node(PVSMeasures(), name="measures", mem_gb=2)
+    measures = pe.Node(PVSMeasures(), name="measures")
     if wmh_file:
         measures.inputs.in_wmh = wmh_file
     write = pe.Node(
@@ -107,7 +110,6 @@ def init_t1w_wf(
             source_file=str(t1w.path),
         ),
         name="write_derivatives",
-        mem_gb=1,
         overwrite=True,  # outputs deleted by hand come back on a resumed run
     )
     if wmh_file:
@@ -135,6 +137,8 @@ def init_t1w_wf(
                              ("outputnode.parameters", "segment_parameters")]),
         (measures, write, [("out_measures", "measures"), ("out_clusters", "clusters")]),
     ])  # fmt: skip
+    n_voxels = int(np.prod(nb.load(str(t1w.path)).shape[:3]))  # header only
+    apply_mem_estimates(workflow, n_voxels)
     return workflow
 
 

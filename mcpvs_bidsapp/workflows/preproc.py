@@ -38,12 +38,10 @@ def init_preproc_wf(
         ),
         name="outputnode",
     )
-    validate = pe.Node(ValidateT1w(), name="validate", mem_gb=1)
+    validate = pe.Node(ValidateT1w(), name="validate")
     regions_wf = init_regions_wf(method=regions, omp_nthreads=omp_nthreads)
-    n4 = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads), name="n4", n_procs=omp_nthreads, mem_gb=2
-    )
-    fcm = pe.Node(FCMNormalize(), name="fcm", mem_gb=3)
+    n4 = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4", n_procs=omp_nthreads)
+    fcm = pe.Node(FCMNormalize(), name="fcm")
     workflow.connect([
         (inputnode, validate, [("t1w", "in_file")]),
         (validate, regions_wf, [("out_file", "inputnode.t1w")]),

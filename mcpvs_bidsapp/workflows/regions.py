@@ -28,9 +28,8 @@ def init_regions_wf(*, method: str, omp_nthreads: int = 1, name: str = "regions_
         DeepBetBrainMask(num_threads=omp_nthreads),
         name="brain_extraction",
         n_procs=omp_nthreads,
-        mem_gb=3,
     )
-    regions = pe.Node(IntensityRegions(), name="regions", mem_gb=2)
+    regions = pe.Node(IntensityRegions(), name="regions")
     workflow.connect([
         (inputnode, brain, [("t1w", "in_file")]),
         (inputnode, regions, [("t1w", "in_file")]),

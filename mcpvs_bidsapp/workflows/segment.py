@@ -31,7 +31,7 @@ def init_segment_wf(
     if method == "vesselness":
         from mcpvs_bidsapp.interfaces.vesselness import VesselnessPVS
 
-        segment = pe.Node(VesselnessPVS(), name="vesselness", mem_gb=4)
+        segment = pe.Node(VesselnessPVS(), name="vesselness")
         workflow.connect([
             (inputnode, segment, [("preproc_t1w", "in_file"), ("regions_dseg", "in_regions"),
                                   ("brain_mask", "in_mask")]),
@@ -44,7 +44,6 @@ def init_segment_wf(
             NnUNetPredict(num_threads=omp_nthreads, **options),
             name="nnunet",
             n_procs=omp_nthreads,
-            mem_gb=8,
         )
         workflow.connect([(inputnode, segment, [("preproc_t1w", "in_file")])])
     else:
