@@ -189,8 +189,8 @@ def test_prepare_nipype_slurm_maps_n_procs_and_mem_gb():
     light = pe.Node(IdentityInterface(fields=["x"]), name="light")
     outer.add_nodes([light, inner])
     assert prepare_nipype_slurm(outer) == 2
-    assert heavy.plugin_args["sbatch_args"] == "--cpus-per-task=2 --mem=7680M --time=60"
-    assert light.plugin_args["sbatch_args"] == "--cpus-per-task=1 --mem=205M"
+    assert heavy.plugin_args["sbatch_args"] == " --cpus-per-task=2 --mem=7680M --time=60"
+    assert light.plugin_args["sbatch_args"] == " --cpus-per-task=1 --mem=205M"
 
 
 # ---------------------------------------------------------------- a real SLURM
@@ -340,6 +340,50 @@ def test_nipype_slurm_plugin_on_real_slurm(slurm_env, tmp_path, monkeypatch):
     assert outputs["first"].job and outputs["second"].job
     assert outputs["first"].job != outputs["second"].job  # two separate SLURM jobs
     assert (outputs["first"].cpus, outputs["second"].cpus) == ("2", "1")
+
+
+def _fail_if_negative(x):
+    if x < 0:
+        raise ValueError(f"negative input {x}")
+    return x
+
+
+@pytest.mark.slow
+def test_nipype_slurmgraph_plugin_waits_and_cancels_orphans(slurm_env, tmp_path, monkeypatch):
+    """SLURMGraph submits the whole graph at once; mcpvs waits for it, and cancels the jobs
+    that can never start because a step they depend on failed."""
+    from nipype.interfaces.utility import Function
+    from nipype.pipeline import engine as pe
+
+    from mcpvs_bidsapp.cli.slurm import prepare_nipype_slurm, wait_for_graph_jobs
+
+    for key in ("SLURM_CONF", "PYTHONPATH"):
+        monkeypatch.setenv(key, slurm_env[key])
+    wf = pe.Workflow(name="graph_check", base_dir=str(tmp_path / "work"))
+    wf.config["execution"]["remove_unnecessary_outputs"] = False
+    wf.config["execution"]["crashdump_dir"] = str(tmp_path / "crash")
+    wf.config["execution"]["crashfile_format"] = "txt"  # as mcpvs sets it; read by the status
+    fields = ["out", "job", "cpus"]
+    first = pe.Node(Function(["x"], fields, _double), name="first", n_procs=2, mem_gb=0.5)
+    first.inputs.x = 3
+    good = pe.Node(Function(["x"], fields, _double), name="good", mem_gb=0.25)
+    bad = pe.Node(Function(["x"], ["out"], _fail_if_negative), name="bad", mem_gb=0.25)
+    bad.inputs.x = -1
+    orphan = pe.Node(Function(["x"], fields, _double), name="orphan", mem_gb=0.25)
+    wf.connect([(first, good, [("out", "x")]), (bad, orphan, [("out", "x")])])
+    prepare_nipype_slurm(wf)
+    wf.run(plugin="SLURMGraph", plugin_args={"sbatch_args": "--time=5"})
+    cancelled = wait_for_graph_jobs(tmp_path / "work" / "graph_check" / "batch", poll_s=1)
+    assert len(cancelled) == 1  # the orphan
+    from nipype.utils.filemanip import loadpkl
+
+    result = loadpkl(tmp_path / "work" / "graph_check" / "good" / "result_good.pklz")
+    assert result.outputs.out == 12 and result.outputs.cpus == "1"
+    first_result = loadpkl(tmp_path / "work" / "graph_check" / "first" / "result_first.pklz")
+    assert first_result.outputs.cpus == "2"
+    assert not (tmp_path / "work" / "graph_check" / "orphan" / "result_orphan.pklz").exists()
+    crashes = list((tmp_path / "crash").glob("crash-*bad*"))
+    assert crashes and "negative input -1" in crashes[0].read_text(errors="replace")
 
 
 def _read_outputs(root: Path) -> dict[str, object]:

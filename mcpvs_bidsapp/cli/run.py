@@ -312,6 +312,10 @@ def _run_workflow(settings, good, method, nnunet_options) -> dict[str, str]:
         workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # Nipype: "Workflow did not execute cleanly"
         LOGGER.debug("workflow ended with errors: %s", err)
+    if plugin == "SLURMGraph":  # it only submits; the status needs the finished outputs
+        from mcpvs_bidsapp.cli.slurm import wait_for_graph_jobs
+
+        wait_for_graph_jobs(Path(workflow.base_dir) / workflow.name / "batch")
     messages = {}
     for label in good:
         messages.update(_crash_messages(_log_dir(settings, label)))

@@ -191,10 +191,49 @@ def prepare_nipype_slurm(workflow) -> int:
     nodes = workflow._get_all_nodes()
     for node in nodes:
         args = dict(node.plugin_args or {})
-        ask = f"--cpus-per-task={max(1, int(node.n_procs or 1))} --mem={mem_mb(node.mem_gb)}M"
+        # leading space: SLURMGraph glues node args to the global ones without a separator
+        ask = f" --cpus-per-task={max(1, int(node.n_procs or 1))} --mem={mem_mb(node.mem_gb)}M"
         args["sbatch_args"] = f"{ask} {args['sbatch_args']}" if args.get("sbatch_args") else ask
         node.plugin_args = args
     return len(nodes)
+
+
+def wait_for_graph_jobs(batch_dir: Path | str, poll_s: float = 5.0) -> list[str]:
+    """Block until the jobs Nipype's ``SLURMGraph`` plugin submitted from ``batch_dir`` end.
+
+    ``SLURMGraph`` submits the whole graph (with ``afterok`` dependencies) and returns at once,
+    but mcpvs writes each participant's status and report only after its outputs exist, so
+    the controller waits here. Jobs are told apart by their batch script path, which lies in
+    this run's work dir. Jobs left pending because a step they depend on failed
+    (``DependencyNeverSatisfied``) would wait forever: they are cancelled, and returned, so the
+    failing step's crash file is what the status reports. Returns the cancelled job ids.
+    """
+    import time
+
+    batch_dir = str(Path(batch_dir).absolute())
+    user = os.environ.get("USER") or os.environ.get("LOGNAME") or ""
+    cancelled: list[str] = []
+    while True:
+        listing = subprocess.run(
+            ["squeue", "-h", "-u", user, "-o", "%i|%T|%r|%o"] if user else ["squeue", "-h"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if listing.returncode != 0:
+            raise RuntimeError(f"squeue failed: {listing.stderr.strip()}")
+        ours = []
+        for line in listing.stdout.splitlines():
+            parts = line.split("|", 3)
+            if len(parts) == 4 and parts[3].startswith(batch_dir + os.sep):
+                ours.append(parts)
+        if not ours:
+            return cancelled
+        stuck = [job for job, state, reason, _ in ours if reason == "DependencyNeverSatisfied"]
+        if stuck and len(stuck) == len(ours):
+            subprocess.run(["scancel", *stuck], check=False)
+            cancelled += stuck
+        time.sleep(poll_s)
 
 
 def mcpvs_command(opts: argparse.Namespace) -> list[str]:
