@@ -109,6 +109,10 @@ def test_scripts_one_participant_per_task(tmp_path, capsys):
         check=True,
     ).stdout
     assert f"--participant-label 02 --work-dir {work}/sub-02 " in out
+    beyond = subprocess.run(
+        ["bash", "-c", task], env={**os.environ, "SLURM_ARRAY_TASK_ID": "4"}, capture_output=True
+    )
+    assert beyond.returncode == 2 and b"no line 4 in" in beyond.stderr
 
 
 def test_scripts_gpu_and_container(tmp_path):

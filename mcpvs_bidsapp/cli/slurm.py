@@ -337,6 +337,8 @@ def participant_script(opts: argparse.Namespace, n_tasks: int) -> str:
         "set -euo pipefail",
         *opts.setup,
         f'LABEL=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {participants})',
+        f'[ -n "$LABEL" ] || {{ echo "mcpvs: no line $SLURM_ARRAY_TASK_ID in {participants}" >&2; '
+        "exit 2; }",
         f'WORK={work_root}/"sub-$LABEL"',
         'echo "mcpvs task $SLURM_ARRAY_TASK_ID: sub-$LABEL on $(hostname), work dir $WORK"',
         command,
