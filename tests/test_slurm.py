@@ -419,7 +419,7 @@ def test_array_then_group_equals_local_run(slurm_env, shared_data, tmp_path):
             env=slurm_env,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=1200,  # ~1 min on an idle 2-core machine; generous for a loaded one
         )
         assert local.returncode == 0, local.stderr[-3000:]
 
@@ -429,7 +429,7 @@ def test_array_then_group_equals_local_run(slurm_env, shared_data, tmp_path):
         + ["--group-mem-gb", "2", "--submit", "--", *options],
         slurm_env,
     )
-    states = wait_for([array, group], slurm_env, timeout=600)
+    states = wait_for([array, group], slurm_env, timeout=1200)
     logs = {p.name: p.read_text()[-3000:] for p in (work / "slurm" / "logs").glob("*.out")}
     assert states[array] == ["COMPLETED"] * 3, logs
     assert states[group] == ["COMPLETED"], logs
