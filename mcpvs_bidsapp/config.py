@@ -69,6 +69,7 @@ class Settings:
     vendor_column: str | None = None
     manual_masks: Path | None = None
     min_group_size: int = 5
+    split_by_method: bool = False  # group level: one analysis per method/model
     plugin_settings: Path | None = None
 
     def __post_init__(self) -> None:

@@ -255,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="visual-score groups smaller than this are left out of ANOVA/post-hoc (paper: 5)",
     )
+    g_group.add_argument(
+        "--split-by-method", action="store_true",
+        help="when outputs of several methods/models are present, analyse each in its own "
+        "group-<method> folder (default: refuse to mix them)",
+    )
 
     g_other = parser.add_argument_group("other")
     g_other.add_argument(

@@ -11,6 +11,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import nibabel as nb
+import numpy as np
+
 from mcpvs_bidsapp import __version__
 from mcpvs_bidsapp.bids import (
     BIDSError,
@@ -148,19 +151,23 @@ def preflight(
         if not items:
             errors[label]["sub-" + label] = f"sub-{label}: no T1w image found (anat/*_T1w.nii[.gz])"
         for item in items:
+            try:  # size first, from the header alone: a huge image is never read
+                shape = tuple(nb.load(str(item.path)).shape[:3])
+            except Exception:
+                shape = ()  # unreadable: load_t1w below says why
+            if len(shape) == 3:
+                need, step = max((step_mem_gb(s, int(np.prod(shape))), s) for s in steps)
+                if need > budget:
+                    errors[label][str(item.path)] = (
+                        f"{item.path.name}: needs about {need:.1f} GB for its largest step "
+                        f"({step}, {'x'.join(map(str, shape))} voxels) but the memory budget "
+                        f"is {budget:.1f} GB (--mem-gb or this machine's memory)"
+                    )
+                    continue
             try:
-                _, data, _ = load_t1w(item.path)
+                load_t1w(item.path)
             except InputImageError as err:
                 errors[label][str(item.path)] = str(err)
-                continue
-            need, step = max((step_mem_gb(s, data.size), s) for s in steps)
-            if need > budget:
-                dims = "x".join(str(n) for n in data.shape)
-                errors[label][str(item.path)] = (
-                    f"{item.path.name}: needs about {need:.1f} GB for its largest step "
-                    f"({step}, {dims} voxels) but the memory budget is {budget:.1f} GB "
-                    "(--mem-gb or this machine's memory)"
-                )
                 continue
             good[label].append(item)
     return good, errors
@@ -225,19 +232,20 @@ def run_participant(settings: Settings) -> int:
         for item in items:
             source = item.relative_to(settings.bids_dir)
             message = errors[label].get(str(item.path))
-            if message is None:
-                done = _outputs_written(settings, item, since=t_start)
-                message = (
-                    None
-                    if done
-                    else crash_messages.get(item.node_name)
-                    or (
-                        f"{item.path.name}: processing did not finish (see the crash files in "
-                        f"{_log_dir(settings, label)})"
+            if message is None and not _outputs_written(settings, item, since=t_start):
+                crash = crash_messages.get(item.node_name)
+                if crash is None:
+                    message = (
+                        f"{item.path.name}: processing did not finish (see the crash files "
+                        f"in {_log_dir(settings, label)})"
                     )
-                )
-                if message and item.node_name in crash_messages:
-                    _error(message)
+                else:
+                    message = (
+                        crash
+                        if crash.startswith(item.path.name)
+                        else (f"{item.path.name}: {crash}")
+                    )
+                _error(message)
             runs.append(
                 {
                     "source": source,
@@ -302,6 +310,7 @@ def _run_workflow(settings, good, method, nnunet_options) -> dict[str, str]:
         },
         "monitoring": {"enabled": False},
     })  # fmt: skip
+    _log_nipype_to_file(settings)
     workflow = init_mcpvs_wf(settings, good, method=method, nnunet_options=nnunet_options)
     plugin, plugin_args = _plugin(settings)
     if plugin in ("SLURM", "SLURMGraph"):
@@ -320,6 +329,23 @@ def _run_workflow(settings, good, method, nnunet_options) -> dict[str, str]:
     for label in good:
         messages.update(_crash_messages(_log_dir(settings, label)))
     return messages
+
+
+def _log_nipype_to_file(settings: Settings) -> Path:
+    """Nipype's own log (with tracebacks) goes to a file; the terminal gets one line per error.
+
+    ``-vv`` also shows it on the terminal.
+    """
+    log_file = settings.work_dir / "logs" / f"nipype-{settings.run_id}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    for name in ("nipype.workflow", "nipype.interface", "nipype.utils", "nipype.filemanip"):
+        nipype_logger = logging.getLogger(name)
+        nipype_logger.handlers = [handler]
+        nipype_logger.propagate = settings.verbosity >= 2
+        nipype_logger.setLevel(logging.INFO)
+    return log_file
 
 
 def _plugin(settings: Settings) -> tuple[str, dict]:

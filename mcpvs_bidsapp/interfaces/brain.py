@@ -30,7 +30,10 @@ def deepbet_mask(img: nb.Nifti1Image, num_threads: int = 1) -> np.ndarray:
     torch.set_num_threads(max(1, num_threads))
     if _EXTRACTOR is None:
         _EXTRACTOR = BrainExtraction(no_gpu=not torch.cuda.is_available())
-    _, mask_img, _ = _EXTRACTOR.run(img)
+    try:
+        _, mask_img, _ = _EXTRACTOR.run(img)
+    except (ValueError, AssertionError, RuntimeError) as err:  # deepbet finds no head at all
+        raise ValueError(f"brain extraction found no brain in the image ({err})") from err
     mask = np.asanyarray(mask_img.dataobj) > 0
     if mask.shape != img.shape[:3]:  # deepbet reorients internally and back; be sure
         raise RuntimeError(f"deepbet returned shape {mask.shape} for an image of {img.shape}")
@@ -57,7 +60,7 @@ class DeepBetBrainMask(SimpleInterface):
         img = nb.load(self.inputs.in_file)
         mask = deepbet_mask(img, self.inputs.num_threads)
         if not mask.any():
-            raise ValueError(f"{Path(self.inputs.in_file).name}: brain extraction found no brain")
+            raise ValueError("brain extraction found no brain in the image")
         out = nb.Nifti1Image(mask, img.affine, img.header)
         out.set_data_dtype(np.uint8)
         out_mask = Path(runtime.cwd) / "brain_mask.nii.gz"

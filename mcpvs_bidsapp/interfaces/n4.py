@@ -1,7 +1,15 @@
 """N4 bias-field correction through ANTsPy (the same ITK N4 as the ANTs binary).
 
-Parameters follow the authors' ``N4BiasFieldCorrection -s 2 -b [100]`` on the brain-masked
-image; convergence is the ANTs command-line default ``[50x50x50x50, 0.0]``.
+Parameters follow the authors' ``N4BiasFieldCorrection -i T1_masked.nii -s 2 -b [100]`` on the
+brain-masked image (huangnick/mcPVS-Net ``Preprocessing``); convergence is the ANTs command-line
+default ``[50x50x50x50, 0.0]``.
+
+They passed no ``-x`` mask.  ANTs then uses the *whole image* as the mask, and ITK's N4 keeps
+zero voxels at log-value 0, so the zeroed background takes part in the histogram sharpening and
+in the B-spline fit, and no rescaling is done (``-r`` only acts with a mask).  ANTsPy builds its
+own mask when given none, so we hand it a mask of ones to get the binary's behaviour;
+``whole_image=False`` gives the ``-x brainmask`` variant instead (not what the model was
+trained on; kept for comparison).
 """
 
 from __future__ import annotations
@@ -33,8 +41,13 @@ def n4_masked(
     shrink_factor: int = 2,
     spline_distance_mm: float = 100.0,
     num_threads: int = 1,
+    whole_image: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """N4 of the brain-masked image; returns (corrected, bias field), zero outside the mask."""
+    """N4 of the brain-masked image; returns (corrected, bias field), zero outside the mask.
+
+    ``whole_image`` (default, as the authors ran it): N4 sees the masked image with an all-ones
+    mask; otherwise the brain mask is passed as N4's ``-x`` mask.
+    """
     import os
 
     import ants
@@ -46,7 +59,8 @@ def n4_masked(
         masked[mask] -= masked[mask].min() - 1.0
     spacing = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(0)))
     image = ants.from_numpy(masked, spacing=spacing)
-    ants_mask = ants.from_numpy(mask.astype(np.float32), spacing=spacing)
+    n4_mask = np.ones_like(masked) if whole_image else mask.astype(np.float32)
+    ants_mask = ants.from_numpy(n4_mask, spacing=spacing)
     bias = ants.n4_bias_field_correction(
         image,
         mask=ants_mask,
@@ -65,6 +79,9 @@ class _N4InputSpec(BaseInterfaceInputSpec):
     in_mask = File(exists=True, mandatory=True, desc="brain mask")
     shrink_factor = traits.Int(N4_DEFAULTS["shrink_factor"], usedefault=True)
     spline_distance_mm = traits.Float(N4_DEFAULTS["spline_distance_mm"], usedefault=True)
+    whole_image = traits.Bool(
+        True, usedefault=True, desc="N4 mask = whole masked image (authors' call, no -x)"
+    )
     num_threads = traits.Int(1, usedefault=True)
 
 
@@ -91,6 +108,7 @@ class N4BiasCorrection(SimpleInterface):
             shrink_factor=self.inputs.shrink_factor,
             spline_distance_mm=self.inputs.spline_distance_mm,
             num_threads=self.inputs.num_threads,
+            whole_image=self.inputs.whole_image,
         )
         cwd = Path(runtime.cwd)
         for key, array, fname in (
@@ -107,5 +125,6 @@ class N4BiasCorrection(SimpleInterface):
             "SplineDistance_mm": self.inputs.spline_distance_mm,
             "Convergence": N4_DEFAULTS["convergence"],
             "Masked": True,
+            "N4Mask": "whole image (no -x)" if self.inputs.whole_image else "brain mask (-x)",
         }
         return runtime

@@ -75,6 +75,8 @@ def load_t1w(path: Path | str) -> tuple[nb.Nifti1Image, np.ndarray, list[str]]:
 
     try:
         data = np.asanyarray(img.dataobj, dtype=np.float32).reshape(shape)
+        if path.name.endswith(".gz"):
+            _read_to_end(path)  # nibabel stops after the voxels; the CRC check is at the end
     except (EOFError, zlib.error, OSError, ValueError) as err:
         raise fail(f"truncated or corrupt image data ({type(err).__name__}: {err})") from None
 
@@ -101,6 +103,15 @@ def load_t1w(path: Path | str) -> tuple[nb.Nifti1Image, np.ndarray, list[str]]:
             f"{name}: qform and sform disagree; the sform is used (as nibabel and ANTs do)"
         )
     return img, data, warnings
+
+
+def _read_to_end(path: Path) -> None:
+    """Decompress the whole gzip stream so that a damaged file fails its CRC check here."""
+    import gzip
+
+    with gzip.open(path, "rb") as stream:
+        while stream.read(1 << 24):
+            pass
 
 
 def _fmt_mm(zooms: np.ndarray) -> str:
