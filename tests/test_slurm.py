@@ -422,7 +422,7 @@ def test_array_then_group_equals_local_run(slurm_env, shared_data, tmp_path):
             env=slurm_env,
             capture_output=True,
             text=True,
-            timeout=1200,  # ~1 min on an idle 2-core machine; generous for a loaded one
+            timeout=1800,  # ~4 min on an idle 2-core machine; generous for a loaded one
         )
         assert local.returncode == 0, local.stderr[-3000:]
 
