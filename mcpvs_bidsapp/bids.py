@@ -208,3 +208,93 @@ def container_info() -> dict | None:
     if os.environ.get("MCPVS_CONTAINER_TAG"):
         info["Tag"] = os.environ["MCPVS_CONTAINER_TAG"]
     return info
+
+
+_WMH_NAME = re.compile(r"^(sub-[^_]+.*)_mask\.nii(\.gz)?$")
+
+
+def _wmh_entities(name: str) -> dict[str, str] | None:
+    """Entities of a WMH mask name (``..._desc-WMH_mask`` or ``..._label-WMH_mask``), or None."""
+    match = _WMH_NAME.match(name)
+    if not match:
+        return None
+    pairs = dict(chunk.partition("-")[::2] for chunk in match.group(1).split("_"))
+    if pairs.get("desc", "").upper() != "WMH" and pairs.get("label", "").upper() != "WMH":
+        return None
+    return pairs
+
+
+def find_wmh_mask(wmh_dir: Path, t1w: T1wInput) -> Path | None:
+    """The WMH mask of one T1w in a BIDS-Derivatives folder, matched by its entities.
+
+    Subject and session must match; acq, rec and run must match when the mask names them
+    (a mask without them serves every T1w of the session, but only if it is the only one);
+    ``space-`` must be absent or ``T1w``/``orig`` (a mask in a template space is not usable).
+    """
+    keys = {"ses": "session", "acq": "acquisition", "rec": "reconstruction", "run": "run"}
+    folder = Path(wmh_dir) / f"sub-{t1w.subject}"
+    candidates = []
+    for path in sorted(folder.rglob(f"sub-{t1w.subject}_*_mask.nii*")):
+        ents = _wmh_entities(path.name)
+        if ents is None or ents.get("space", "T1w") not in ("T1w", "orig"):
+            continue
+        if ents.get("ses") != (str(t1w.entities["session"]) if "session" in t1w.entities else None):
+            continue
+        named = [k for k in ("acq", "rec", "run") if k in ents]
+        if any(ents[k] != str(t1w.entities.get(keys[k], "")) for k in named):
+            continue
+        candidates.append((len(named), path))
+    if not candidates:
+        return None
+    best = max(n for n, _ in candidates)
+    chosen = [p for n, p in candidates if n == best]
+    if len(chosen) > 1:
+        raise BIDSError(
+            f"{t1w.path.name}: several WMH masks match ({', '.join(p.name for p in chosen)}); "
+            "name them with the T1w's acq/run entities"
+        )
+    return chosen[0]
+
+
+def collect_wmh(wmh_dir: Path, t1w_inputs: list[T1wInput]) -> tuple[dict[str, str], list[str]]:
+    """{str(T1w path): WMH mask path} for the T1w images that have a usable mask.
+
+    A mask must be on the T1w's voxel grid (same shape, affine equal within 0.01 mm). Masks
+    that are not are refused rather than resampled: resampling by the header affines alone
+    assumes the FLAIR and T1w are already aligned, which a FLAIR-space mask is not, and a
+    wrong overlap looks just like a right one. Returns the problems as one line each; the
+    T1w is then processed without the overlap (``wmh_overlap_pct`` = n/a).
+    """
+    import nibabel as nb
+    import numpy as np
+
+    wmh_dir = Path(wmh_dir)
+    if not wmh_dir.is_dir():
+        raise BIDSError(f"{wmh_dir}: --wmh-derivatives is not a folder")
+    found: dict[str, str] = {}
+    problems: list[str] = []
+    for t1w in t1w_inputs:
+        try:
+            mask = find_wmh_mask(wmh_dir, t1w)
+        except BIDSError as err:
+            problems.append(str(err))
+            continue
+        if mask is None:
+            problems.append(f"{t1w.path.name}: no WMH mask in {wmh_dir}; no PVS-WMH overlap")
+            continue
+        try:
+            ref, img = nb.load(str(t1w.path)), nb.load(str(mask))
+        except Exception as err:
+            problems.append(f"{mask}: cannot read the WMH mask ({err})")
+            continue
+        if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine, atol=1e-2):
+            problems.append(
+                f"{mask}: not on the grid of {t1w.path.name} (shape "
+                f"{'x'.join(map(str, img.shape[:3]))} vs {'x'.join(map(str, ref.shape[:3]))}"
+                f"{'' if img.shape[:3] != ref.shape[:3] else ', different affine'}); resample "
+                "it to the T1w with its FLAIR-to-T1w registration (nearest neighbour) first; "
+                "no PVS-WMH overlap for this T1w"
+            )
+            continue
+        found[str(t1w.path)] = str(mask)
+    return found, problems

@@ -437,10 +437,11 @@ def _brain_mask_deepbet(img: nib.Nifti1Image) -> np.ndarray:
     return np.asarray(mask.dataobj).astype(bool)
 
 
-def prepare_head(path: str | Path, *, cache_dir: str | Path | None = None) -> Head:
+def prepare_head(path: str | Path, *, cache_dir: str | Path | None = None, n4: bool = True) -> Head:
     """Brain mask, N4, WM scaling and BG/WM regions for a raw T1w (≈1 min, cached).
 
-    Cropped to the brain's bounding box (+4 voxels) to keep later steps fast.
+    Cropped to the brain's bounding box (+4 voxels) to keep later steps fast. ``n4=False``
+    for images that are already bias-corrected (e.g. FreeSurfer's brain.mgz).
     """
     import ants
 
@@ -481,9 +482,12 @@ def prepare_head(path: str | Path, *, cache_dir: str | Path | None = None) -> He
 
     raw_pos = np.clip(raw, 0, None)
     a_img, a_mask = to_ants(raw_pos), to_ants(mask.astype(np.float32))
-    bias = ants.n4_bias_field_correction(
-        a_img, mask=a_mask, shrink_factor=2, spline_param=100, return_bias_field=True
-    ).numpy()
+    if n4:
+        bias = ants.n4_bias_field_correction(
+            a_img, mask=a_mask, shrink_factor=2, spline_param=100, return_bias_field=True
+        ).numpy()
+    else:
+        bias = np.ones(raw.shape, np.float32)
     bias = np.where(mask, np.maximum(bias, 1e-3), 1.0).astype(np.float32)
     corr = np.where(mask, raw_pos / bias, 0.0).astype(np.float32)
     cls = _three_class(corr, mask)

@@ -55,7 +55,7 @@ DEFAULT_PARAMS: dict[str, object] = {
     "v_high": 0.2,
     "background_sigma_mm": 3.0,  # local, region-specific background (normalised convolution)
     "seed_contrast": 0.4,  # a structure must reach this relative darkness somewhere
-    "voxel_contrast": 0.28,  # voxels at least this dark relative to the background
+    "voxel_contrast": 0.33,  # voxels at least this dark relative to the background
     "min_cluster_mm3": 2.0,
     "max_cluster_mm3": 400.0,
     "max_radius_mm": 2.0,  # wider dark cores are lacunes / large lesions

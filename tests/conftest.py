@@ -25,3 +25,14 @@ def shared_data() -> Path:
 def philips_t1w(shared_data: Path) -> Path:
     """Raw Philips ADNI-protocol MPRAGE, full head, 1 mm."""
     return shared_data / "t1w" / "philips_adni_sag3d_mprage_t1w.nii.gz"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny nnU-Net v2 model really trained on synthetic tubes (built once per session, in a
+    child process; ``MCPVS_TEST_NNUNET_CACHE=DIR`` keeps it between sessions)."""
+    from nnunet_tiny import build_tiny_model
+
+    cache = os.environ.get("MCPVS_TEST_NNUNET_CACHE")
+    workdir = Path(cache) if cache else tmp_path_factory.getbasetemp() / "tiny_nnunet"
+    return build_tiny_model(workdir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mcpvs_bidsapp.interfaces.measures import cluster_census, region_measures
+from mcpvs_bidsapp.interfaces.measures import MEASURE_COLUMNS, cluster_census, region_measures
 
 
 def _known_phantom():
@@ -70,3 +70,79 @@ def test_empty_mask_gives_zero_volume_and_no_clusters():
     assert census.empty
     assert (measures.pvs_volume_mm3 == 0).all() and (measures.pvs_count == 0).all()
     assert measures.mean_cluster_volume_mm3.isna().all()
+
+
+def _draw_tube(shape, start, direction, length, radius):
+    """Voxels within ``radius`` of the segment start + t * direction, 0 <= t <= length."""
+    grid = np.indices(shape).reshape(3, -1).T.astype(float)
+    rel = grid - start
+    t = np.clip(rel @ direction, 0, length)
+    dist = np.linalg.norm(rel - np.outer(t, direction), axis=1)
+    return (dist <= radius).reshape(shape)
+
+
+def test_oblique_tubes_match_an_independent_count():
+    """Randomly oriented separated tubes: count exact, each cluster's volume, length, axis."""
+    rng = np.random.default_rng(20241125)
+    shape = (64, 64, 64)
+    dseg = np.full(shape, 2, np.uint8)
+    mask = np.zeros(shape, bool)
+    tubes = []
+    centres = [(16, 16, 16), (48, 16, 16), (16, 48, 16), (48, 48, 16),
+               (16, 16, 48), (48, 16, 48), (16, 48, 48), (48, 48, 48)]  # fmt: skip
+    for centre in centres:
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        length = rng.uniform(8, 16)
+        radius = rng.choice([0.5, 1.0, 1.5])
+        start = np.asarray(centre) - direction * length / 2
+        tube = _draw_tube(shape, start, direction, length, radius)
+        assert not (tube & mask).any()
+        mask |= tube
+        tubes.append((tube, direction, length, radius))
+    affine = np.diag([0.8, 0.8, 0.8, 1.0])
+    census = cluster_census(mask, dseg, affine)
+    assert len(census) == len(tubes)  # separated tubes: count exact
+    voxel = 0.8**3
+    for tube, direction, length, radius in tubes:
+        # the census row whose centroid lies in this tube's own voxels (drawn independently)
+        ijk = np.argwhere(tube)
+        centre_mm = ijk.mean(0) * 0.8
+        row = census.iloc[
+            np.argmin(np.linalg.norm(census[["centroid_x_mm", "centroid_y_mm",
+                                             "centroid_z_mm"]].to_numpy() - centre_mm, axis=1))
+        ]  # fmt: skip
+        assert abs(row.volume_mm3 - tube.sum() * voxel) <= voxel  # within one voxel
+        axis = row[["orientation_x", "orientation_y", "orientation_z"]].to_numpy(float)
+        if radius < 1:  # a thin line: its principal axis is the tube's direction
+            assert abs(axis @ direction) > 0.97
+        # length of the drawn segment plus its rounded caps, within about a voxel
+        assert abs(row.length_mm - (length + 2 * radius) * 0.8) <= 1.5 * 0.8
+        assert row.mean_width_mm > 0
+
+
+def test_interface_writes_tables_with_wmh_overlap(tmp_path):
+    """PVSMeasures on NIfTI files: what the workflow runs, n/a where undefined."""
+    import nibabel as nb
+
+    from mcpvs_bidsapp.interfaces.measures import PVSMeasures
+
+    mask, dseg, brain = _known_phantom()
+    affine = np.diag([0.5, 1.0, 2.0, 1.0])
+    wmh = np.zeros(mask.shape, bool)
+    wmh[10, 10, 10:20] = True  # half of the 20-voxel WM tube
+    files = {}
+    for name, data in (("mask", mask), ("dseg", dseg), ("brain", brain), ("wmh", wmh)):
+        files[name] = tmp_path / f"{name}.nii.gz"
+        nb.Nifti1Image(data.astype(np.uint8), affine).to_filename(files[name])
+    result = PVSMeasures(
+        in_mask=str(files["mask"]), in_dseg=str(files["dseg"]),
+        in_brain_mask=str(files["brain"]), icv_mm3=1.5e6, in_wmh=str(files["wmh"]),
+    ).run(cwd=str(tmp_path))  # fmt: skip
+    table = pd.read_csv(result.outputs.out_measures, sep="\t", keep_default_na=False)
+    rows = table.set_index("region")
+    assert list(table.columns) == MEASURE_COLUMNS
+    assert np.isclose(float(rows.loc["WM", "wmh_overlap_pct"]), 100 * 10 / 60, rtol=1e-5)
+    assert float(rows.loc["BG", "wmh_overlap_pct"]) == 0.0
+    census = pd.read_csv(result.outputs.out_clusters, sep="\t")
+    assert len(census) == 3 and census.volume_mm3.sum() == 75 * 0.5 * 1.0 * 2.0

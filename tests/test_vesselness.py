@@ -59,6 +59,7 @@ def test_zero_load_gives_near_zero_volume(mni_box):
     assert mask.sum() <= 15
 
 
+@pytest.mark.slow
 def test_lowest_basal_ganglia_is_left_out(mni_box):
     t, aff, brain, regions = mni_box
     ph, img = _phantom(mni_box, 120, seed=4)
@@ -101,14 +102,16 @@ def test_deterministic(mni_box):
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+@pytest.mark.slow
 def test_volume_stable_across_noise_realisations(mni_box):
     t, aff, brain, regions = mni_box
     vols = []
     for ns in (21, 22):
         ph, img = _phantom(mni_box, 80, seed=3, noise_seed=ns)
         _, mask, _ = vesselness.segment_pvs(img, regions, (1, 1, 1), affine=aff)
-        vols.append(mask.sum())
-    assert abs(vols[0] - vols[1]) / np.mean(vols) < 0.08
+        vols.append(int(mask.sum()))
+    # measured 0.2 % on this box; the target for real heads is < 5 %
+    assert abs(vols[0] - vols[1]) / np.mean(vols) < 0.05
 
 
 def test_unknown_parameter_is_an_error(mni_box):
@@ -167,3 +170,33 @@ def test_anisotropic_voxels(mni_box):
     m = metrics.compare_masks(mask, truth2 & (ph.truth_mask[:, :, 0::2] > 0) | truth2, reg2)
     assert m["all"]["cluster_recall"] > 0.6
     assert m["all"]["dice"] > 0.5
+
+
+@pytest.mark.slow
+def test_real_head_phantom(philips_t1w, tmp_path):
+    """Phantom in a real raw head (deepbet, N4, registered BG prior): Dice above a floor.
+
+    Measured Dice 0.89-0.91 on held-out heads (docs/builtin-method.md); the floor leaves margin.
+    """
+    head = phantoms.prepare_head(philips_t1w, cache_dir=tmp_path)
+    brain = head.brain_mask > 0
+    ph = phantoms.insert_pvs(
+        head.raw,
+        head.affine,
+        brain,
+        head.regions == 2,
+        head.regions == 1,
+        load="mild",
+        seed=7,
+        csf_level=0.3 * head.wm_level_raw,
+        bias=head.bias,
+    )
+    deg = phantoms.degrade(ph.image, seed=8, bias_strength=0.15, noise_sd=0.02, mask=brain)
+    pre = np.where(brain, deg / head.bias, 0.0).astype(np.float32)
+    pre /= np.median(pre[head.regions == 2])
+    _, mask, _ = vesselness.segment_pvs(pre, head.regions, head.zooms, affine=head.affine)
+    m = metrics.compare_masks(mask, ph.truth_mask, head.regions, zooms=head.zooms)
+    assert m["all"]["true_volume_mm3"] > 500
+    assert m["all"]["dice"] > 0.75
+    assert m["all"]["cluster_f1"] > 0.7
+    assert set(np.unique(head.regions[mask > 0])) <= {1, 2}

@@ -12,9 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import nibabel as nb
-import numpy as np
-
 #: participant label -> (PVS load, seed, age, hypertension, vendor); loads differ so that
 #: the group table shows a spread
 DEMO_PARTICIPANTS = {
@@ -56,10 +53,9 @@ def build_demo_dataset(dest: Path, participants: dict | None = None) -> tuple[Pa
         )
     )
     for label, (load, seed, age, htn, vendor) in participants.items():
-        phantom = phantom_from_mni(load=load, seed=seed)
+        image, truth, _, _ = phantom_from_mni(load=load, seed=seed)
         anat = bids / f"sub-{label}" / "anat"
         anat.mkdir(parents=True, exist_ok=True)
-        image = phantom.image
         image.to_filename(anat / f"sub-{label}_T1w.nii.gz")
         (anat / f"sub-{label}_T1w.json").write_text(
             json.dumps(
@@ -73,7 +69,6 @@ def build_demo_dataset(dest: Path, participants: dict | None = None) -> tuple[Pa
         )
         truth_anat = truth_root / f"sub-{label}" / "anat"
         truth_anat.mkdir(parents=True, exist_ok=True)
-        truth = nb.Nifti1Image(np.asarray(phantom.truth_mask, dtype=np.uint8), image.affine)
         truth.to_filename(truth_anat / f"sub-{label}_desc-manual_mask.nii.gz")
         rows.append(f"sub-{label}\t{age}\t{htn}\t{vendor}")
     (bids / "participants.tsv").write_text("\n".join(rows) + "\n")

@@ -211,10 +211,20 @@ def run_participant(settings: Settings) -> int:
         for message in label_errors.values():
             _error(message)
 
+    wmh_files: dict[str, str] = {}
+    if settings.wmh_derivatives:
+        from mcpvs_bidsapp.bids import collect_wmh
+
+        wmh_files, problems = collect_wmh(
+            settings.wmh_derivatives, [t for items in good.values() for t in items]
+        )
+        for problem in problems:
+            LOGGER.warning("%s", problem)
+
     t_start = time.time()
     crash_messages: dict[str, str] = {}
     if any(good.values()):
-        crash_messages = _run_workflow(settings, good, method, nnunet_options)
+        crash_messages = _run_workflow(settings, good, method, nnunet_options, wmh_files)
 
     exit_code = 0
     for label, items in t1w_inputs.items():
@@ -294,7 +304,7 @@ def _outputs_written(settings: Settings, item: T1wInput, since: float) -> bool:
     return mask.exists() and mask.stat().st_mtime >= since - 1
 
 
-def _run_workflow(settings, good, method, nnunet_options) -> dict[str, str]:
+def _run_workflow(settings, good, method, nnunet_options, wmh_files=None) -> dict[str, str]:
     """Run Nipype; return {t1w node name: one-line error} for what failed."""
     from nipype import config as nipype_config
 
@@ -311,7 +321,9 @@ def _run_workflow(settings, good, method, nnunet_options) -> dict[str, str]:
         "monitoring": {"enabled": False},
     })  # fmt: skip
     _log_nipype_to_file(settings)
-    workflow = init_mcpvs_wf(settings, good, method=method, nnunet_options=nnunet_options)
+    workflow = init_mcpvs_wf(
+        settings, good, method=method, nnunet_options=nnunet_options, wmh_files=wmh_files
+    )
     plugin, plugin_args = _plugin(settings)
     if plugin in ("SLURM", "SLURMGraph"):
         from mcpvs_bidsapp.cli.slurm import prepare_nipype_slurm

@@ -14,31 +14,25 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
+from mcpvs_bidsapp import metrics
 from mcpvs_bidsapp.group.collect import MASK_SUFFIX, parse_entities
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray) -> dict:
-    """Dice, Precision, Recall of two binary masks (paper section 2.6).
+    """Dice, Precision, Recall of two binary masks (paper section 2.6), with voxel counts.
 
-    Empty-mask conventions as in ``mcpvs_bidsapp.metrics`` (branch ``builtin``): Dice 1 when
-    both masks are empty, Precision n/a when nothing is predicted, Recall n/a when the
-    manual mask is empty.
-
-    TODO(metrics.py): call ``mcpvs_bidsapp.metrics.dice/precision/recall`` once that module
-    is on main, so participant and group levels share one definition.
+    The definitions (and empty-mask conventions) are those of :mod:`mcpvs_bidsapp.metrics`,
+    shared with the phantom validation of the built-in method.
     """
     pred = np.asarray(pred) > 0
     truth = np.asarray(truth) > 0
-    tp = int(np.count_nonzero(pred & truth))
-    fp = int(np.count_nonzero(pred & ~truth))
-    fn = int(np.count_nonzero(~pred & truth))
     return {
-        "dice": 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0,
-        "precision": tp / (tp + fp) if (tp + fp) else math.nan,
-        "recall": tp / (tp + fn) if (tp + fn) else math.nan,
-        "tp_voxels": tp,
-        "fp_voxels": fp,
-        "fn_voxels": fn,
+        "dice": metrics.dice(pred, truth),
+        "precision": metrics.precision(pred, truth),
+        "recall": metrics.recall(pred, truth),
+        "tp_voxels": int(np.count_nonzero(pred & truth)),
+        "fp_voxels": int(np.count_nonzero(pred & ~truth)),
+        "fn_voxels": int(np.count_nonzero(~pred & truth)),
     }
 
 

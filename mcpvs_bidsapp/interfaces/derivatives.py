@@ -163,6 +163,8 @@ class WriteDerivatives(SimpleInterface):
             "Sources": [raw_uri, rel("desc-preproc_T1w.nii.gz"), rel("desc-regions_dseg.nii.gz")],
             **seg,
             "RegionsMethod": inputs.regions_method,
+            # the method's own versions (e.g. CUDA for nnU-Net) plus everything else
+            "SoftwareVersions": {**seg.get("SoftwareVersions", {}), **versions},
         }
         images["space-T1w_desc-pvs_mask.nii.gz"] = (inputs.pvs_mask, np.uint8, pvs_meta)
         images["space-T1w_desc-pvs_probseg.nii.gz"] = (
@@ -198,7 +200,7 @@ class WriteDerivatives(SimpleInterface):
                 final = anat / f"{prefix}_{name}"
                 staged.append((stage(final, out.to_filename), final))
                 sidecar = final.with_name(final.name.replace(".nii.gz", ".json"))
-                payload = json.dumps({**meta, **common}, indent=2, default=str) + "\n"
+                payload = json.dumps({**common, **meta}, indent=2, default=str) + "\n"
                 staged.append((stage(sidecar, lambda p, s=payload: Path(p).write_text(s)), sidecar))
             for name, src in (
                 ("desc-pvs_measures.tsv", inputs.measures),

@@ -1,15 +1,58 @@
-"""Per-participant HTML report: summary, measures and errors (figures come from reportlets)."""
+"""Per-participant HTML report, built after the run from the files on disk.
+
+Built only from what docs/outputs.md promises (status file, derivatives, sidecars, crash
+files), so the same code serves a successful run, a failed one and ``--reports-only``. Each
+reportlet is drawn on its own and may fail on its own: the report then says which figure
+could not be drawn and why, and everything else is still shown.
+"""
 
 from __future__ import annotations
 
-import html
 import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
 from mcpvs_bidsapp import __version__
 from mcpvs_bidsapp.io import write_text
+from mcpvs_bidsapp.reports import reportlets
+from mcpvs_bidsapp.reports.boilerplate import methods_boilerplate
+
+LOGGER = logging.getLogger("mcpvs.report")
+TEMPLATES = Path(__file__).parent / "templates"
+CRASH_TAIL_LINES = 60
+
+
+@dataclass
+class Figure:
+    """One reportlet as the template shows it."""
+
+    key: str
+    title: str
+    caption: str
+    src: str | None = None  # relative to the HTML file
+    error: str | None = None
+
+
+@dataclass
+class RunReport:
+    """Everything the report says about one T1w."""
+
+    source: str
+    prefix: str
+    status: str
+    error: str | None = None
+    acquisition: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    measures: list[dict] = field(default_factory=list)
+    census: dict = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
 
 def latest_status(output_dir: Path, label: str) -> dict | None:
@@ -18,62 +61,310 @@ def latest_status(output_dir: Path, label: str) -> dict | None:
     return json.loads(logs[-1].read_text()) if logs else None
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def t1w_metadata(bids_dir: Path | None, source: str) -> dict:
+    """Sidecar metadata of a raw T1w with BIDS inheritance (top level first, file last)."""
+    if bids_dir is None:
+        return {}
+    path = Path(bids_dir) / source
+    stem = path.name.split(".nii")[0]
+    entities = stem.split("_")
+    meta: dict = {}
+    # inheritance: every *.json from the root down whose entities are a subset of the file's
+    for folder in [Path(bids_dir), *(Path(bids_dir) / p for p in _parents(source))]:
+        for candidate in sorted(folder.glob("*T1w.json")):
+            parts = candidate.name[: -len(".json")].split("_")
+            if parts[-1] == "T1w" and set(parts[:-1]) <= set(entities[:-1]):
+                meta.update(_read_json(candidate))
+    return meta
+
+
+def _parents(source: str) -> list[Path]:
+    parts = Path(source).parts[:-1]
+    return [Path(*parts[: i + 1]) for i in range(len(parts))]
+
+
+def _acquisition(raw: Path | None, meta: dict) -> dict:
+    info = {
+        "Manufacturer": meta.get("Manufacturer", "n/a"),
+        "Model": meta.get("ManufacturersModelName", "n/a"),
+        "Field strength (T)": meta.get("MagneticFieldStrength", "n/a"),
+    }
+    for key in ("RepetitionTime", "EchoTime", "InversionTime", "FlipAngle"):
+        if key in meta:
+            info[key] = meta[key]
+    if raw is not None and raw.exists():
+        try:
+            import nibabel as nb
+
+            img = nb.load(str(raw))
+            info["Shape"] = " x ".join(str(s) for s in img.shape)
+            info["Voxel size (mm)"] = " x ".join(f"{z:.3g}" for z in img.header.get_zooms()[:3])
+            info["Orientation"] = "".join(nb.aff2axcodes(img.affine))
+        except Exception as err:  # the report shows unreadable inputs, it does not fail on them
+            info["Image"] = f"cannot read: {err}"
+    return info
+
+
+def _provenance(sidecar: dict) -> dict:
+    """Method, model and where it came from, as key -> text for the summary."""
+    if not sidecar:
+        return {}
+    prov = {"Method": sidecar.get("Method", "n/a")}
+    if sidecar.get("MethodDescription"):
+        prov["Description"] = sidecar["MethodDescription"]
+    model = sidecar.get("Model") or {}
+    for key, value in model.items():  # every key the model store recorded, in its order
+        prov[f"Model {key.lower()}"] = json.dumps(value) if isinstance(value, dict) else value
+    if sidecar.get("Parameters"):
+        prov["Parameters"] = json.dumps(sidecar["Parameters"], sort_keys=True)
+    prov["Regions"] = sidecar.get("RegionsMethod", "n/a")
+    versions = sidecar.get("SoftwareVersions") or {}
+    if versions:
+        prov["Software"] = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return {k: (", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in prov.items()}
+
+
+def _number(value) -> str:
+    """Readable numbers: 1,632,000 rather than 1.632e+06; 4 significant digits below 1000."""
+    if isinstance(value, float) and pd.isna(value):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
+
+
+def _measures(path: Path) -> list[dict]:
+    table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+    return [{k: _number(v) for k, v in rec.items()} for rec in table.to_dict("records")]
+
+
+def _census(path: Path) -> dict:
+    table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
+    if table.empty:
+        return {"clusters": 0}
+    return {
+        "clusters": len(table),
+        "median volume (mm³)": f"{table.volume_mm3.median():.3g}",
+        "median length (mm)": f"{table.length_mm.median():.3g}",
+        "median width (mm)": f"{table.mean_width_mm.median():.3g}",
+        "largest cluster (mm³)": f"{table.volume_mm3.max():.4g}",
+    }
+
+
+def _reportlet_specs(prefix: str, anat: Path, raw: Path | None) -> list[tuple]:
+    """(key, title, caption, function, kwargs-of-paths) for every reportlet of one T1w."""
+    f = {
+        "mask": anat / f"{prefix}_desc-brain_mask.nii.gz",
+        "preproc": anat / f"{prefix}_desc-preproc_T1w.nii.gz",
+        "dseg": anat / f"{prefix}_desc-regions_dseg.nii.gz",
+        "pvs": anat / f"{prefix}_space-T1w_desc-pvs_mask.nii.gz",
+    }
+    specs = [
+        (
+            "brainmask",
+            "Brain mask on the raw T1w",
+            "Red outline: the brain mask on the raw image, six slices per plane. It should hug "
+            "the brain surface: no skull, dura or eyes inside, no cortex or cerebellum cut.",
+            reportlets.plot_brain_mask,
+            {"t1w": raw, "brain_mask": f["mask"]},
+        ),
+        (
+            "preproc",
+            "N4 bias correction and FCM normalisation (before / after)",
+            "Top: raw T1w; bottom: after N4 and fuzzy-c-means white-matter normalisation "
+            "(WM mean at 1, red line in the histogram). The WM should look evenly bright "
+            "after correction and its histogram peak should sit at 1.",
+            reportlets.plot_preproc,
+            {"t1w": raw, "preproc": f["preproc"], "brain_mask": f["mask"]},
+        ),
+        (
+            "regions",
+            "Regions: basal ganglia and white matter",
+            "Amber: basal ganglia (BG); blue: cerebral white matter (WM). PVS volumes and "
+            "counts per region depend on these labels: check that BG covers the striatum and "
+            "pallidum and that WM does not spill into cortex or ventricles.",
+            reportlets.plot_regions,
+            {"preproc": f["preproc"], "dseg": f["dseg"]},
+        ),
+    ]
+    for plane in ("axial", "coronal", "sagittal"):
+        specs.append(
+            (
+                f"pvs{plane}",
+                f"PVS, {plane}",
+                f"Red: PVS mask over the preprocessed T1w, {plane} slices across the brain "
+                "(number of PVS voxels per slice in the corner). PVS run as thin dark tubes "
+                "along vessels: radially in the centrum semiovale, upwards in the basal "
+                "ganglia. Red along cortex, sulci, ventricle edges or in WMH is an error.",
+                reportlets.plot_pvs_mosaic,
+                {"preproc": f["preproc"], "pvs_mask": f["pvs"], "brain_mask": f["mask"],
+                 "plane": plane},
+            )
+        )  # fmt: skip
+    specs += [
+        (
+            "pvszoomBG",
+            "PVS zoomed on the basal ganglia",
+            "The axial BG slices with the most PVS, enlarged; left plain, right with the PVS "
+            "mask outlined. Every dark dot or tube should be outlined and every outline "
+            "should sit on one.",
+            reportlets.plot_pvs_zoom,
+            {"preproc": f["preproc"], "pvs_mask": f["pvs"], "dseg": f["dseg"], "region": "BG"},
+        ),
+        (
+            "pvszoomCSO",
+            "PVS zoomed on the centrum semiovale",
+            "The axial white-matter slices above the ventricles with the most PVS, enlarged; "
+            "left plain, right outlined. WM-PVS here run perpendicular to the cortex.",
+            reportlets.plot_pvs_zoom,
+            {"preproc": f["preproc"], "pvs_mask": f["pvs"], "dseg": f["dseg"], "region": "CSO"},
+        ),
+    ]
+    return specs
+
+
+def _draw(figures_dir: Path, output_dir: Path, prefix: str, spec: tuple) -> Figure:
+    key, title, caption, func, kwargs = spec
+    fig = Figure(key=key, title=title, caption=caption)
+    missing = [
+        Path(v).name
+        for k, v in kwargs.items()
+        if k not in ("plane", "region") and (v is None or not Path(v).exists())
+    ]
+    if missing:
+        fig.error = "not drawn: missing " + ", ".join(missing)
+        return fig
+    out = figures_dir / f"{prefix}_desc-{key}.png"
+    try:
+        reportlets_out = func(**kwargs, out_file=out)
+        fig.src = Path(reportlets_out).relative_to(output_dir).as_posix()
+    except Exception as err:  # one figure failing must not lose the report
+        LOGGER.warning("%s: reportlet %s failed (%s)", prefix, key, err)
+        detail = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        fig.error = f"not drawn: {detail}"
+    return fig
+
+
+def _run_report(output_dir: Path, label: str, run: dict, bids_dir: Path | None) -> RunReport:
+    source = run.get("source")
+    raw = Path(bids_dir) / source if (bids_dir is not None and source) else None
+    prefix = Path(source).name.split("_T1w")[0] if source else f"sub-{label}"
+    report = RunReport(
+        source=source or f"sub-{label}",
+        prefix=prefix,
+        status=run.get("status", "unknown"),
+        error=run.get("error"),
+    )
+    if source:
+        report.acquisition = _acquisition(raw, t1w_metadata(bids_dir, source))
+    figures_dir = output_dir / f"sub-{label}" / "figures"
+    for stale in figures_dir.glob(f"{prefix}_desc-*.png"):
+        stale.unlink()  # a figure must never outlive the output it showed
+    if report.status != "success":
+        if raw is not None and raw.exists():
+            report.figures.append(
+                _draw(
+                    figures_dir,
+                    output_dir,
+                    prefix,
+                    (
+                        "input",
+                        "Input T1w",
+                        "The raw input in three planes, to see what went in.",
+                        reportlets.plot_input,
+                        {"t1w": raw},
+                    ),
+                )
+            )
+        return report
+
+    anat = output_dir / Path(source).parent
+    sidecar = _read_json(anat / f"{prefix}_space-T1w_desc-pvs_mask.json")
+    report.provenance = _provenance(sidecar)
+    measures_json = _read_json(anat / f"{prefix}_desc-pvs_measures.json")
+    if measures_json.get("IcvSource"):
+        report.provenance["ICV"] = measures_json["IcvSource"]
+    if measures_json.get("WMHSource"):
+        report.provenance["WMH mask"] = measures_json["WMHSource"]
+    measures = anat / f"{prefix}_desc-pvs_measures.tsv"
+    if measures.exists():
+        report.measures = _measures(measures)
+    clusters = anat / f"{prefix}_desc-pvs_clusters.tsv"
+    if clusters.exists():
+        report.census = _census(clusters)
+    report.files = sorted(p.relative_to(output_dir).as_posix() for p in anat.glob(f"{prefix}_*"))
+    for spec in _reportlet_specs(prefix, anat, raw):
+        report.figures.append(_draw(figures_dir, output_dir, prefix, spec))
+    return report
+
+
+def crash_files(output_dir: Path, label: str, run_id: str | None) -> list[dict]:
+    """Crash files of the run the status describes: name and the end of the traceback."""
+    if not run_id:
+        return []
+    folder = output_dir / f"sub-{label}" / "log" / run_id
+    crashes = []
+    for path in sorted(folder.glob("crash-*.txt")):
+        lines = path.read_text(errors="replace").splitlines()
+        node = next((ln for ln in lines if ln.startswith("Node:")), "")
+        crashes.append(
+            {
+                "name": path.relative_to(output_dir).as_posix(),
+                "node": node.removeprefix("Node:").strip(),
+                "tail": "\n".join(lines[-CRASH_TAIL_LINES:]),
+            }
+        )
+    return crashes
+
+
 def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None = None) -> Path:
     """Write ``sub-<label>.html`` at the output root from what is on disk (also after failures)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    t_start = time.time()
     output_dir = Path(output_dir)
+    label = label.removeprefix("sub-")
     status = latest_status(output_dir, label) or {"runs": []}
-    parts = [
-        f"<h1>mcpvs report: sub-{html.escape(label)}</h1>",
-        f"<p>mcpvs {html.escape(__version__)}; run {html.escape(str(status.get('run_id')))}; "
-        f"PVS method: <b>{html.escape(str(status.get('method', 'n/a')))}</b></p>",
+    try:
+        runs = [_run_report(output_dir, label, run, bids_dir) for run in status.get("runs", [])]
+    finally:
+        reportlets.clear_cache()
+    crashes = crash_files(output_dir, label, status.get("run_id"))
+    errors = [
+        {"source": r.source, "error": r.error or "failed (no message)"}
+        for r in runs
+        if r.status != "success"
     ]
-    errors = []
-    for run in status.get("runs", []):
-        source = run.get("source") or f"sub-{label}"
-        parts.append(f"<h2>{html.escape(source)}</h2>")
-        if run["status"] != "success":
-            errors.append(run.get("error") or "unknown error")
-            parts.append(f"<p class='error'>Failed: {html.escape(str(run.get('error')))}</p>")
-            continue
-        prefix = Path(source).name.split("_T1w")[0]
-        anat = output_dir / Path(source).parent
-        measures = anat / f"{prefix}_desc-pvs_measures.tsv"
-        sidecar = anat / f"{prefix}_space-T1w_desc-pvs_mask.json"
-        if sidecar.exists():
-            meta = json.loads(sidecar.read_text())
-            model = meta.get("Model") or {}
-            parts.append(
-                f"<p>Method: <b>{html.escape(str(meta.get('Method')))}</b>"
-                + (
-                    f", model {html.escape(str(model.get('Name')))} "
-                    f"({html.escape(str(model.get('Checksum', ''))[:19])})"
-                    if model
-                    else ""
-                )
-                + f"; regions: {html.escape(str(meta.get('RegionsMethod')))}</p>"
-            )
-        if measures.exists():
-            table = pd.read_csv(measures, sep="\t")
-            parts.append(
-                table.to_html(
-                    index=False,
-                    float_format=lambda v: f"{v:.4g}",
-                    na_rep="n/a",
-                    border=0,
-                    classes="measures",
-                )
-            )
-    parts.append("<h2>Errors</h2>")
-    parts.append(
-        "<ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in errors) + "</ul>"
-        if errors
-        else "<p>No errors.</p>"
+    methods = methods_boilerplate(next((r.provenance for r in runs if r.provenance), {}))
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    page = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>mcpvs: sub-{html.escape(label)}</title>"
-        "<style>body{font-family:sans-serif;max-width:70em;margin:auto}"
-        ".error{color:#b00}table.measures td,table.measures th{padding:2px 8px}</style>"
-        "</head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    env.filters["anchor"] = _safe_id
+    page = env.get_template("participant.html").render(
+        label=label,
+        version=__version__,
+        status=status,
+        runs=runs,
+        errors=errors,
+        crashes=crashes,
+        methods=methods,
+        no_status=not status.get("runs"),
+        generated=datetime.now().isoformat(timespec="seconds"),
     )
-    return write_text(output_dir / f"sub-{label}.html", page)
+    out = write_text(output_dir / f"sub-{label}.html", page)
+    LOGGER.info("sub-%s: report written in %.1f s", label, time.time() - t_start)
+    return out
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_-]", "-", text)
