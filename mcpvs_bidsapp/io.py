@@ -26,6 +26,7 @@ def stage(final: Path | str, writer) -> Path:
     try:
         writer(tmp)
         os.chmod(tmp, 0o644)
+        _fsync(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -38,6 +39,7 @@ def atomic_path(final: Path | str):
     tmp = stage(final, lambda _: None)
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -72,6 +74,20 @@ def write_if_absent_json(final: Path | str, data: dict) -> Path:
     if not final.exists():
         write_json(final, data)
     return final
+
+
+def _fsync(path: Path | str) -> None:
+    """Flush a staged file to disk before it is renamed into place.
+
+    Without it a node that crashes just after the rename can leave an empty file under the
+    final name on ext4/XFS (the rename reaches the journal before the data); on a cluster's
+    shared derivatives folder that would be a silently lost output.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _json_default(obj):

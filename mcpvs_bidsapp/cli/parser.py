@@ -26,6 +26,7 @@ examples:
   mcpvs /data/bids /data/derivatives/mcpvs group --covariates age hypertension
   mcpvs demo /tmp/mcpvs-demo            build and run a small demo dataset
   mcpvs models --help                   install, list and verify nnU-Net models
+  mcpvs slurm --help                    run a cohort as a SLURM job array (docs/hpc.md)
 """
 
 

@@ -34,6 +34,7 @@ EXIT_USAGE = 2
 SUBCOMMANDS = {
     "demo": "mcpvs_bidsapp.cli.demo",
     "models": "mcpvs_bidsapp.cli.models",
+    "slurm": "mcpvs_bidsapp.cli.slurm",
 }
 
 
@@ -324,10 +325,18 @@ def _run_workflow(settings, good, method, nnunet_options, wmh_files=None) -> dic
         settings, good, method=method, nnunet_options=nnunet_options, wmh_files=wmh_files
     )
     plugin, plugin_args = _plugin(settings)
+    if plugin in ("SLURM", "SLURMGraph"):
+        from mcpvs_bidsapp.cli.slurm import prepare_nipype_slurm
+
+        prepare_nipype_slurm(workflow)
     try:
         workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # Nipype: "Workflow did not execute cleanly"
         LOGGER.debug("workflow ended with errors: %s", err)
+    if plugin == "SLURMGraph":  # it only submits; the status needs the finished outputs
+        from mcpvs_bidsapp.cli.slurm import wait_for_graph_jobs
+
+        wait_for_graph_jobs(Path(workflow.base_dir) / workflow.name / "batch")
     messages = {}
     for label in good:
         messages.update(_crash_messages(_log_dir(settings, label)))
