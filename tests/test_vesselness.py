@@ -144,7 +144,8 @@ def test_nipype_interface(mni_box, tmp_path):
     assert m.get_data_dtype() == np.uint8 and p.get_data_dtype() == np.float32
     direct = vesselness.segment_pvs(img, regions, (1, 1, 1), affine=aff)[1]
     assert np.array_equal(np.asarray(m.dataobj), direct)
-    assert out.out_parameters["method"] == "vesselness"
+    assert out.out_parameters["Method"] == "vesselness"
+    assert "sigmas_mm" in out.out_parameters["Parameters"]
     json.dumps(out.out_parameters)  # serialisable for the sidecar
     # regions on another grid: one clear error naming the file
     nib.Nifti1Image(regions[:-1].astype(np.uint8), aff).to_filename(tmp_path / "bad.nii.gz")

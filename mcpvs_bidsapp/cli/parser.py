@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="visual-score groups smaller than this are left out of ANOVA/post-hoc (paper: 5)",
     )
     g_group.add_argument(
-        "--split-by-method", action="store_true",
+        "--split-by-method",
+        action="store_true",
         help="when outputs of several methods/models are present, analyse each in its own "
         "group-<method> folder (default: refuse to mix them)",
     )

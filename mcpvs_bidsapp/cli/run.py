@@ -364,7 +364,16 @@ def _plugin(settings: Settings) -> tuple[str, dict]:
     if settings.plugin_settings:
         import yaml
 
-        data = yaml.safe_load(Path(settings.plugin_settings).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(settings.plugin_settings).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise BIDSError(
+                f"{settings.plugin_settings}: not a readable plugin file ({err})"
+            ) from None
+        if not isinstance(data, dict):
+            raise BIDSError(
+                f"{settings.plugin_settings}: a mapping (plugin, plugin_args) is needed"
+            )
         return data.get("plugin", "MultiProc"), data.get("plugin_args", {})
     args = {"n_procs": settings.nprocs, "raise_insufficient": True}
     if settings.mem_gb:

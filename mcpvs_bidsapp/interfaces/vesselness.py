@@ -78,5 +78,13 @@ class VesselnessPVS(SimpleInterface):
             nib.Nifti1Image(arr.astype(dtype), img.affine, hdr).to_filename(fname)
             out[key] = str(fname)
         self._results.update(out)
-        self._results["out_parameters"] = used
+        # the sidecar contract (docs/outputs.md): Method at the top, parameters below it
+        self._results["out_parameters"] = {
+            "Method": used.pop("method"),
+            "MethodVersion": used.pop("version"),
+            "MethodDescription": "built-in weight-free method: multi-scale Frangi vesselness "
+            "for dark tubes inside BG+WM, with the paper's annotation rules as cluster rules "
+            "(docs/builtin-method.md)",
+            "Parameters": used,
+        }
         return runtime
