@@ -52,6 +52,7 @@ class Settings:
     reports_only: bool = False
     # preprocessing / regions
     regions: str = "samseg"
+    n4_mask: str = "whole-image"  # whole-image (the authors' call) | brain (-x brain mask)
     # segmentation
     method: str = "auto"  # auto | nnunet | vesselness
     model: str = DEFAULT_MODEL_NAME

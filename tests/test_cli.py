@@ -173,6 +173,8 @@ def test_two_real_participants_and_a_bad_one(shared_data, tmp_path):
         "2",
         "--omp-nthreads",
         "2",
+        "--n4-mask",  # the authors' whole-image N4 is covered at 2 mm by other tests
+        "brain",
         "-w",
         tmp_path / "work",
     )
@@ -205,6 +207,8 @@ def test_two_real_participants_and_a_bad_one(shared_data, tmp_path):
         pvs = np.asanyarray(nb.load(anat_dir / f"{prefix}_space-T1w_desc-pvs_mask.nii.gz").dataobj)
         assert 0 < pvs.sum() < 0.02 * brain.sum()
         assert not np.any(pvs[brain == 0])
+        preproc_meta = json.loads((anat_dir / f"{prefix}_desc-preproc_T1w.json").read_text())
+        assert preproc_meta["N4"]["N4Mask"] == "brain mask (-x)"
         meta = json.loads((anat_dir / f"{prefix}_space-T1w_desc-pvs_mask.json").read_text())
         assert meta["Method"] == "vesselness"
         assert meta["SoftwareVersions"]["mcpvs"] == __version__

@@ -164,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         "atlas-registration path (~2 min; see docs/methods.md for its agreement with Samseg)",
     )
     g_wf.add_argument(
+        "--n4-mask",
+        choices=["whole-image", "brain"],
+        default="whole-image",
+        help="N4 on the brain-masked image with no N4 mask, exactly as the mcPVS-Net authors "
+        "ran it (whole-image; ~10 CPU-minutes per 1 mm head), or with the brain mask as N4's "
+        "mask (brain; several times faster, not what the model was trained on)",
+    )
+    g_wf.add_argument(
         "--method",
         choices=["auto", "nnunet", "vesselness"],
         default="auto",

@@ -96,7 +96,9 @@ def init_t1w_wf(
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     inputnode.inputs.t1w = str(t1w.path)
 
-    preproc_wf = init_preproc_wf(regions=settings.regions, omp_nthreads=settings.omp_nthreads)
+    preproc_wf = init_preproc_wf(
+        regions=settings.regions, omp_nthreads=settings.omp_nthreads, n4_mask=settings.n4_mask
+    )
     segment_wf = init_segment_wf(
         method=method, omp_nthreads=settings.omp_nthreads, nnunet_options=nnunet_options
     )

@@ -12,7 +12,7 @@ from mcpvs_bidsapp.workflows.regions import init_regions_wf
 
 
 def init_preproc_wf(
-    *, regions: str, omp_nthreads: int = 1, name: str = "preproc_wf"
+    *, regions: str, omp_nthreads: int = 1, n4_mask: str = "whole-image", name: str = "preproc_wf"
 ) -> pe.Workflow:
     """Validated T1w -> brain mask, regions, ICV, and the N4 + FCM image the models expect.
 
@@ -40,7 +40,11 @@ def init_preproc_wf(
     )
     validate = pe.Node(ValidateT1w(), name="validate")
     regions_wf = init_regions_wf(method=regions, omp_nthreads=omp_nthreads)
-    n4 = pe.Node(N4BiasCorrection(num_threads=omp_nthreads), name="n4", n_procs=omp_nthreads)
+    n4 = pe.Node(
+        N4BiasCorrection(num_threads=omp_nthreads, whole_image=n4_mask == "whole-image"),
+        name="n4",
+        n_procs=omp_nthreads,
+    )
     fcm = pe.Node(FCMNormalize(), name="fcm")
     workflow.connect([
         (inputnode, validate, [("t1w", "in_file")]),
