@@ -34,14 +34,14 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
     pass
 
 
-def _positive_int(value: str) -> int:
+def positive_int(value: str) -> int:
     ivalue = int(value)
     if ivalue < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return ivalue
 
 
-def _positive_float(value: str) -> float:
+def positive_float(value: str) -> float:
     fvalue = float(value)
     if fvalue <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
@@ -118,19 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     g_perf.add_argument(
         "--nprocs",
         "--n-cpus",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="processes Nipype runs at once (MultiProc)",
     )
     g_perf.add_argument(
         "--omp-nthreads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="threads per process for ANTs, Samseg, torch (default: min(nprocs, 8))",
     )
     g_perf.add_argument(
         "--mem-gb",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="memory the scheduler may hand out (GB); steps that need more wait or fail clearly",
     )
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g_group.add_argument(
         "--min-group-size",
-        type=_positive_int,
+        type=positive_int,
         default=5,
         help="visual-score groups smaller than this are left out of ANOVA/post-hoc (paper: 5)",
     )

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from mcpvs_bidsapp.bids import BIDSError, check_paths, collect_t1w
+from mcpvs_bidsapp.cli.parser import positive_float, positive_int
 
 ARRAY_SCRIPT = "mcpvs_participant.sbatch"
 GROUP_SCRIPT = "mcpvs_group.sbatch"
@@ -70,16 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     res = parser.add_argument_group("resources per participant task")
     res.add_argument(
         "--nprocs",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="CPUs per task (--cpus-per-task; also mcpvs --nprocs) (default: 2)",
     )
-    res.add_argument(
-        "--omp-nthreads", type=_positive_int, default=None, help="mcpvs --omp-nthreads"
-    )
+    res.add_argument("--omp-nthreads", type=positive_int, default=None, help="mcpvs --omp-nthreads")
     res.add_argument(
         "--mem-gb",
-        type=_positive_float,
+        type=positive_float,
         default=8.0,
         help="memory per task (--mem; also mcpvs --mem-gb) (default: 8)",
     )
@@ -92,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--time", default="04:00:00", help="time limit per task (default: 04:00:00)")
     res.add_argument(
         "--max-parallel",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="at most this many tasks at once (--array=1-N%%M)",
     )
@@ -115,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-args='--covariates age hypertension'",
     )
     grp.add_argument("--group-time", default="02:00:00", help="group job time limit")
-    grp.add_argument("--group-mem-gb", type=_positive_float, default=8.0, help="group job memory")
+    grp.add_argument("--group-mem-gb", type=positive_float, default=8.0, help="group job memory")
     run = parser.add_argument_group("what runs in each job")
     run.add_argument(
         "--container",
@@ -149,20 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--submit", action="store_true", help="submit with sbatch and print the job ids"
     )
     return parser
-
-
-def _positive_int(value: str) -> int:
-    ivalue = int(value)
-    if ivalue < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return ivalue
-
-
-def _positive_float(value: str) -> float:
-    fvalue = float(value)
-    if fvalue <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return fvalue
 
 
 def mem_mb(mem_gb: float) -> int:
