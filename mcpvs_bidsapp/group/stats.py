@@ -139,14 +139,19 @@ def regression(
 
 
 # --------------------------------------------------------------------------- correlation
-def spearman(x, y) -> dict:
-    """Spearman's rho (scipy) with a 95 % CI from Fisher's z and the Bonett & Wright (2000)
-    standard error sqrt((1 + rho^2 / 2) / (n - 3))."""
+def _paired_finite(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs where both values are finite (complete-case analysis)."""
     x = np.asarray(x, float)
     y = np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = int(keep.sum())
+    return x[keep], y[keep]
+
+
+def spearman(x, y) -> dict:
+    """Spearman's rho (scipy) with a 95 % CI from Fisher's z and the Bonett & Wright (2000)
+    standard error sqrt((1 + rho^2 / 2) / (n - 3))."""
+    x, y = _paired_finite(x, y)
+    n = len(x)
     if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"n": n, "rho": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
     res = stats.spearmanr(x, y)
@@ -164,11 +169,8 @@ def spearman(x, y) -> dict:
 
 def pearson(x, y) -> dict:
     """Pearson's r with scipy's Fisher-z CI (volume agreement, the paper's Fig. 1)."""
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = int(keep.sum())
+    x, y = _paired_finite(x, y)
+    n = len(x)
     if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"n": n, "r": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
     res = stats.pearsonr(x, y)
