@@ -10,7 +10,8 @@
 #                         (default ../shared/data); the dataset is make_small_bids(n=2, 2 mm)
 #   MCPVS_SMOKE_HEADS     instead: a folder of *.nii.gz heads, one participant each (CircleCI)
 #   MCPVS_SMOKE_UID       uid:gid to run as (default: yours, or 4242:4242 when you are root)
-#   MCPVS_SMOKE_ARGS      participant options (default: --regions fast --method vesselness)
+#   MCPVS_SMOKE_ARGS      participant options (default: --regions fast --n4-mask brain
+#                         --method vesselness)
 #   MCPVS_SMOKE_NPROCS    --nprocs / --omp-nthreads (default 2)
 #   MCPVS_SMOKE_ZOOM_MM   voxel size the heads are resampled to (default 2.0)
 #   MCPVS_CI_ARTEFACTS    logs and figures go to $MCPVS_CI_ARTEFACTS/docker (default ./ci-artefacts)
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGE=${1:?usage: .ci/docker-smoke.sh IMAGE}
 ART=${MCPVS_CI_ARTEFACTS:-$PWD/ci-artefacts}/docker
-SMOKE_ARGS=${MCPVS_SMOKE_ARGS:---regions fast --method vesselness}
+SMOKE_ARGS=${MCPVS_SMOKE_ARGS:---regions fast --n4-mask brain --method vesselness}
 NPROCS=${MCPVS_SMOKE_NPROCS:-2}
 ZOOM=${MCPVS_SMOKE_ZOOM_MM:-2.0}
 mkdir -p "$ART"

@@ -54,6 +54,8 @@ def test_model_selected_by_name_end_to_end(tiny_model_dir, shared_data, tmp_path
         "participant",
         "--regions",
         "fast",
+        "--n4-mask",
+        "brain",
         "--model",
         "tiny",
         "--model-store",
