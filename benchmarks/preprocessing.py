@@ -58,7 +58,6 @@ def step_atlas_regions(a):
     res = AtlasRegions(
         in_file=a["t1w_valid"],
         in_mask=a["mask_fast"],
-        num_threads=a["threads"],
         cache_dir=str(Path(a["work"]) / "cache"),
     ).run(cwd=a["work"])
     return {"dseg_fast": res.outputs.out_dseg}

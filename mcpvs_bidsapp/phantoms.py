@@ -28,12 +28,15 @@ Everything is seeded; the same call gives the same phantom bit for bit.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
+
+from mcpvs_bidsapp.registration import RegistrationJob, Warp, run_registration
 
 #: number of tubes (BG + WM, before the inferior-BG distractors) for the named loads
 LOADS: dict[str, int] = {"none": 0, "few": 20, "mild": 60, "moderate": 150, "many": 300}
@@ -498,28 +501,32 @@ def prepare_head(path: str | Path, *, cache_dir: str | Path | None = None, n4: b
     from nilearn import datasets
 
     tpl = datasets.load_mni152_template(resolution=1)
-    fixed = _ants_from_nifti(image, affine)
-    moving = _ants_from_nifti(np.asarray(tpl.dataobj, np.float32), tpl.affine)
-    reg = ants.registration(
-        fixed=ants.resample_image(fixed, (2, 2, 2), interp_type=0),
-        moving=ants.resample_image(moving, (2, 2, 2), interp_type=0),
-        type_of_transform="Affine",
-        random_seed=1,
-    )
     prior_img = mni_bg_prior()
     prior_dil = ndi.binary_dilation(np.asarray(prior_img.dataobj) > 0, iterations=2)
-    warped = ants.apply_transforms(
-        fixed,
-        _ants_from_nifti(prior_dil.astype(np.float32), prior_img.affine),
-        reg["fwdtransforms"],
-        interpolator="nearestNeighbor",
-    ).numpy()
-    cereb = ants.apply_transforms(
-        fixed,
-        _ants_from_nifti(mni_cerebrum_mask().astype(np.float32), tpl.affine),
-        reg["fwdtransforms"],
-        interpolator="nearestNeighbor",
-    ).numpy()
+    with tempfile.TemporaryDirectory(prefix="mcpvs_head_") as tmp:
+        tmp = Path(tmp)
+        inputs = {
+            "fixed": (image, affine),
+            "moving": (np.asarray(tpl.dataobj, np.float32), tpl.affine),
+            "bg": (prior_dil.astype(np.float32), prior_img.affine),
+            "cerebrum": (mni_cerebrum_mask().astype(np.float32), tpl.affine),
+        }
+        for key, (data, aff) in inputs.items():
+            nib.Nifti1Image(np.asarray(data, np.float32), aff).to_filename(tmp / f"{key}.nii.gz")
+        warps = [
+            Warp(str(tmp / f"{key}.nii.gz"), str(tmp / f"{key}_w.nii.gz"), "nearestNeighbor")
+            for key in ("bg", "cerebrum")
+        ]
+        run_registration(
+            RegistrationJob(
+                fixed_file=str(tmp / "fixed.nii.gz"),
+                moving_file=str(tmp / "moving.nii.gz"),
+                warps=warps,
+                reg_spacing_mm=2.0,
+                registration_kwargs={"type_of_transform": "Affine"},
+            )
+        )
+        warped, cereb = (np.asanyarray(nib.load(w.out_file).dataobj) for w in warps)
     regions = regions_from_classes(image, cls, warped > 0.5, (cereb > 0.5) & mask)
     head = Head(
         name, image.astype(np.float32), raw, bias, affine, mask.astype(np.uint8), regions, wm_level
@@ -537,22 +544,6 @@ def prepare_head(path: str | Path, *, cache_dir: str | Path | None = None, n4: b
             wm_level_raw=wm_level,
         )
     return head
-
-
-def _ants_from_nifti(data: np.ndarray, affine: np.ndarray):
-    """ANTs image with the world geometry of a NIfTI array (RAS → LPS)."""
-    import ants
-
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
-    direction = affine[:3, :3] / zooms
-    lps = np.diag([-1.0, -1.0, 1.0])
-    origin = lps @ affine[:3, 3]
-    return ants.from_numpy(
-        np.asarray(data, np.float32),
-        origin=tuple(float(v) for v in origin),
-        spacing=tuple(float(v) for v in zooms),
-        direction=lps @ direction,
-    )
 
 
 # --------------------------------------------------------------------------------------------

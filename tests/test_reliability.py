@@ -160,14 +160,6 @@ def test_unwritable_output_dir(shared_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason=(
-        "known bug: the fast-regions ANTs registration is not reproducible run to run (same "
-        "seed, 1 thread: warped priors differ by up to 0.70), so BG/WM borders and PVS counts "
-        "can differ between two runs; brain mask and preprocessed T1w are identical"
-    ),
-    strict=False,
-)
 def test_kill_resume_readonly_and_determinism(shared_data, tmp_path):
     """SIGKILL mid-run, rerun with the same work dir: same bytes as an uninterrupted run.
 

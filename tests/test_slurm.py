@@ -405,14 +405,6 @@ def _read_outputs(root: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason=(
-        "known bug: the fast-regions ANTs registration is not reproducible run to run (same "
-        "seed, 1 thread: warped priors differ by up to 0.70), so BG/WM borders and PVS counts "
-        "can differ between two runs; brain mask and preprocessed T1w are identical"
-    ),
-    strict=False,
-)
 def test_array_then_group_equals_local_run(slurm_env, shared_data, tmp_path):
     """3 real heads through SLURM (array + dependent group) give the outputs of a local run."""
     from mcpvs_bidsapp.testing import make_small_bids

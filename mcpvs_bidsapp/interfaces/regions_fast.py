@@ -29,6 +29,7 @@ from nipype.interfaces.base import (
 from scipy import ndimage as ndi
 
 from mcpvs_bidsapp.interfaces.samseg import BG_LABELS, NONBRAIN_LABELS, WM_LABELS
+from mcpvs_bidsapp.registration import DEFAULT_SEED, RegistrationJob, Warp, run_registration
 
 ATLAS_NAME = "20Subjects_smoothing2_down2_smoothingForAffine2"
 #: the same WM labels as the Samseg path (cerebral WM + WM-hypointensities)
@@ -37,6 +38,19 @@ WM_PRIOR_LABELS = WM_LABELS
 PRIOR_CHANNELS = ("BG", "WM", "brain")
 #: registration grid (mm): 2 mm keeps SyN at ~1/8 of the 1 mm cost, and BG/WM are large
 REG_SPACING_MM = 2.0
+#: template-to-subject affine + SyN, both with Mattes MI
+REGISTRATION_PARAMETERS = {
+    "type_of_transform": "SyN",
+    "aff_metric": "mattes",
+    "aff_iterations": [500, 200, 50],
+    "aff_shrink_factors": [4, 2, 1],
+    "aff_smoothing_sigmas": [2, 1, 0],
+    "syn_metric": "mattes",
+    "reg_iterations": [40, 20],
+    "grad_step": 0.2,
+    "flow_sigma": 3,
+    "total_sigma": 0,
+}
 
 
 def samseg_atlas_dir() -> Path:
@@ -108,13 +122,13 @@ def register_atlas(
     brain_mask: np.ndarray,
     priors_file: Path,
     *,
-    num_threads: int = 1,
-    seed: int = 1,
+    seed: int = DEFAULT_SEED,
 ) -> np.ndarray:
-    """Warp the (BG, WM, brain) priors onto the T1w's native grid; returns (X, Y, Z, 3)."""
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, num_threads))
-    import ants
+    """Warp the (BG, WM, brain) priors onto the T1w's native grid; returns (X, Y, Z, 3).
 
+    Reproducible: one ITK thread and a fixed seed in a child process (see
+    :mod:`mcpvs_bidsapp.registration` for what made it differ run to run).
+    """
     priors_img = nb.load(str(priors_file))
     priors = np.asanyarray(priors_img.dataobj, dtype=np.float32)
     template = nb.load(str(samseg_atlas_dir() / "template.nii.gz"))
@@ -122,8 +136,8 @@ def register_atlas(
 
     with tempfile.TemporaryDirectory(prefix="mcpvs_atlas_") as tmp:
         tmp = Path(tmp)
-        # round-trip through NIfTI files so ANTs reads the exact physical space (oblique
-        # and any orientation) of the subject and of the template
+        # hand ANTs NIfTI files so it reads the exact physical space (oblique and any
+        # orientation) of the subject and of the template
         data = np.asanyarray(t1w.dataobj, dtype=np.float32)
         hdr = t1w.header.copy()
         hdr.set_data_dtype(np.float32)
@@ -131,37 +145,22 @@ def register_atlas(
             tmp / "subject_brain.nii.gz"
         )
         nb.Nifti1Image(tpl_brain, template.affine).to_filename(tmp / "template_brain.nii.gz")
-        fixed_full = ants.image_read(str(tmp / "subject_brain.nii.gz"))
-        moving_full = ants.image_read(str(tmp / "template_brain.nii.gz"))
-        spacing = (REG_SPACING_MM,) * 3
-        fixed = ants.resample_image(fixed_full, spacing, use_voxels=False, interp_type=0)
-        moving = ants.resample_image(moving_full, spacing, use_voxels=False, interp_type=0)
-        reg = ants.registration(
-            fixed,
-            moving,
-            type_of_transform="SyN",
-            aff_metric="mattes",
-            aff_iterations=(500, 200, 50),
-            aff_shrink_factors=(4, 2, 1),
-            aff_smoothing_sigmas=(2, 1, 0),
-            syn_metric="mattes",
-            reg_iterations=(40, 20),
-            grad_step=0.2,
-            flow_sigma=3,
-            total_sigma=0,
-            random_seed=seed,
-            outprefix=str(tmp / "reg_"),
-        )
-        warped = []
+        warps = []
         for k in range(len(PRIOR_CHANNELS)):
             nb.Nifti1Image(priors[..., k], priors_img.affine).to_filename(tmp / f"p{k}.nii.gz")
-            moving_k = ants.image_read(str(tmp / f"p{k}.nii.gz"))
-            out = ants.apply_transforms(
-                fixed_full, moving_k, reg["fwdtransforms"], interpolator="linear"
+            warps.append(Warp(str(tmp / f"p{k}.nii.gz"), str(tmp / f"w{k}.nii.gz"), "linear"))
+        run_registration(
+            RegistrationJob(
+                fixed_file=str(tmp / "subject_brain.nii.gz"),
+                moving_file=str(tmp / "template_brain.nii.gz"),
+                warps=warps,
+                reg_spacing_mm=REG_SPACING_MM,
+                seed=seed,
+                registration_kwargs=REGISTRATION_PARAMETERS,
             )
-            out.to_file(str(tmp / f"w{k}.nii.gz"))
-            # read back with nibabel: same voxel order as the input file, whatever ANTs did
-            warped.append(np.asanyarray(nb.load(str(tmp / f"w{k}.nii.gz")).dataobj))
+        )
+        # read back with nibabel: same voxel order as the input file, whatever ANTs did
+        warped = [np.asanyarray(nb.load(w.out_file).dataobj) for w in warps]
     return np.stack(warped, axis=-1).astype(np.float32)
 
 
@@ -215,7 +214,6 @@ def _keep_large(mask: np.ndarray, min_voxels: int) -> np.ndarray:
 class _AtlasRegionsInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="T1w on its native grid")
     in_mask = File(exists=True, mandatory=True, desc="brain mask on the same grid")
-    num_threads = traits.Int(1, usedefault=True, desc="ITK threads")
     cache_dir = traits.Directory(desc="where the rasterised Samseg priors are cached")
     refine_wm = traits.Bool(True, usedefault=True, desc="refine WM with subject intensities")
 
@@ -241,7 +239,7 @@ class AtlasRegions(SimpleInterface):
                 f"the T1w's {img.shape[:3]}"
             )
         priors = atlas_priors(self.inputs.cache_dir or None)
-        warped = register_atlas(img, mask, priors, num_threads=self.inputs.num_threads)
+        warped = register_atlas(img, mask, priors)
         t1w = np.asanyarray(img.dataobj, dtype=np.float32) if self.inputs.refine_wm else None
         dseg = priors_to_regions(warped, mask, t1w)
         cwd = Path(runtime.cwd)

@@ -62,10 +62,10 @@ def init_regions_wf(
         name="brain_extraction",
         n_procs=omp_nthreads,
     )
-    # node names match mcpvs_bidsapp.resources.STEP_MEM_GB, which sets their mem_gb
-    atlas = pe.Node(
-        AtlasRegions(num_threads=omp_nthreads), name="regions_fast", n_procs=omp_nthreads
-    )
+    # node names match mcpvs_bidsapp.resources.STEP_MEM_GB, which sets their mem_gb.
+    # One thread: the registration is only reproducible single-threaded (see
+    # mcpvs_bidsapp.registration); N4 uses the other cores meanwhile.
+    atlas = pe.Node(AtlasRegions(), name="regions_fast", n_procs=1)
     outputnode.inputs.icv_source = "brain-mask volume (deepbet; --regions fast)"
     workflow.connect([
         (inputnode, brain, [("t1w", "in_file")]),
