@@ -30,17 +30,26 @@ DEFAULT_T1W = ROOT.parent / "shared" / "data" / "t1w" / "philips_adni_sag3d_mpra
 # ------------------------------------------------------------------ steps (run in a child)
 
 
+def _step_dir(a, name: str) -> str:
+    """Each step writes into its own folder: interfaces reuse file names (brain_mask.nii.gz)."""
+    wd = Path(a["work"]) / name
+    wd.mkdir(exist_ok=True)
+    return str(wd)
+
+
 def step_validate(a):
     from mcpvs_bidsapp.interfaces.validation import ValidateT1w
 
-    res = ValidateT1w(in_file=a["t1w"]).run(cwd=a["work"])
+    res = ValidateT1w(in_file=a["t1w"]).run(cwd=_step_dir(a, "validate"))
     return {"t1w_valid": res.outputs.out_file}
 
 
 def step_deepbet(a):
     from mcpvs_bidsapp.interfaces.brain import DeepBetBrainMask
 
-    res = DeepBetBrainMask(in_file=a["t1w_valid"], num_threads=a["threads"]).run(cwd=a["work"])
+    res = DeepBetBrainMask(in_file=a["t1w_valid"], num_threads=a["threads"]).run(
+        cwd=_step_dir(a, "deepbet")
+    )
     return {"mask_fast": res.outputs.out_mask, "icv_fast": res.outputs.brain_volume_mm3}
 
 
@@ -59,7 +68,7 @@ def step_atlas_regions(a):
         in_file=a["t1w_valid"],
         in_mask=a["mask_fast"],
         cache_dir=str(Path(a["work"]) / "cache"),
-    ).run(cwd=a["work"])
+    ).run(cwd=_step_dir(a, "atlas_regions"))
     return {"dseg_fast": res.outputs.out_dseg}
 
 
@@ -85,7 +94,7 @@ def step_samseg_cached(a):
 def step_samseg_regions(a):
     from mcpvs_bidsapp.interfaces.samseg import SamsegRegions
 
-    res = SamsegRegions(in_seg=a["seg"]).run(cwd=a["work"])
+    res = SamsegRegions(in_seg=a["seg"]).run(cwd=_step_dir(a, "samseg_regions"))
     return {"mask_samseg": res.outputs.out_mask, "dseg_samseg": res.outputs.out_dseg}
 
 
@@ -191,6 +200,35 @@ def compare_segs(seg_a: str, seg_b: str) -> None:
         print(f"{name:<6} Dice {dice(a, b):.3f}  voxels {a.sum()} / {b.sum()}")
 
 
+def fast_vs_samseg(state: dict) -> None:
+    """Dice of the fast path's BG / WM / brain mask against Samseg's, and ICV of both."""
+    import nibabel as nb
+    import numpy as np
+
+    f = np.asanyarray(nb.load(state["dseg_fast"]).dataobj)
+    s = np.asanyarray(nb.load(state["dseg_samseg"]).dataobj)
+    mf = np.asanyarray(nb.load(state["mask_fast"]).dataobj) > 0
+    ms = np.asanyarray(nb.load(state["mask_samseg"]).dataobj) > 0
+    zooms = nb.load(state["dseg_fast"]).header.get_zooms()[:3]
+    ml = float(np.prod(zooms)) / 1000
+    print("\nfast vs Samseg agreement (Dice; volumes in ml, fast / Samseg)")
+    for name, a, b in (("BG", f == 1, s == 1), ("WM", f == 2, s == 2), ("brain", mf, ms)):
+        print(f"  {name:<6} Dice {dice(a, b):.3f}   {a.sum() * ml:7.1f} / {b.sum() * ml:7.1f}")
+    print(
+        f"  ICV    fast (brain mask) {state['icv_fast'] / 1000:.0f} ml, "
+        f"Samseg sbTIV {state['sbtiv'] / 1000:.0f} ml"
+    )
+    if "fcm_fast" in state and "fcm_samseg" in state:
+        a = np.asanyarray(nb.load(state["fcm_fast"]).dataobj)
+        b = np.asanyarray(nb.load(state["fcm_samseg"]).dataobj)
+        both = mf & ms
+        r = np.corrcoef(a[both], b[both])[0, 1]
+        print(
+            f"  preproc T1w (N4+FCM) inside both masks: r = {r:.4f}, "
+            f"median ratio {np.median(a[both] / np.maximum(b[both], 1e-6)):.3f}"
+        )
+
+
 def n4_mask_effect(state: dict) -> None:
     """What ``--n4-mask brain`` changes in the preprocessed (N4 + FCM) T1w, same brain mask."""
     import nibabel as nb
@@ -281,31 +319,7 @@ def main() -> None:
 
     n4_mask_effect(state)
     if "dseg_samseg" in state:
-        import nibabel as nb
-        import numpy as np
-
-        f = np.asanyarray(nb.load(state["dseg_fast"]).dataobj)
-        s = np.asanyarray(nb.load(state["dseg_samseg"]).dataobj)
-        mf = np.asanyarray(nb.load(state["mask_fast"]).dataobj) > 0
-        ms = np.asanyarray(nb.load(state["mask_samseg"]).dataobj) > 0
-        zooms = nb.load(state["dseg_fast"]).header.get_zooms()[:3]
-        ml = float(np.prod(zooms)) / 1000
-        print("\nfast vs Samseg agreement (Dice; volumes in ml, fast / Samseg)")
-        for name, a, b in (("BG", f == 1, s == 1), ("WM", f == 2, s == 2), ("brain", mf, ms)):
-            print(f"  {name:<6} Dice {dice(a, b):.3f}   {a.sum() * ml:7.1f} / {b.sum() * ml:7.1f}")
-        print(
-            f"  ICV    fast (brain mask) {state['icv_fast'] / 1000:.0f} ml, "
-            f"Samseg sbTIV {state['sbtiv'] / 1000:.0f} ml"
-        )
-        if "fcm_fast" in state and "fcm_samseg" in state:
-            a = np.asanyarray(nb.load(state["fcm_fast"]).dataobj)
-            b = np.asanyarray(nb.load(state["fcm_samseg"]).dataobj)
-            both = mf & ms
-            r = np.corrcoef(a[both], b[both])[0, 1]
-            print(
-                f"  preproc T1w (N4+FCM) inside both masks: r = {r:.4f}, "
-                f"median ratio {np.median(a[both] / np.maximum(b[both], 1e-6)):.3f}"
-            )
+        fast_vs_samseg(state)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ class Settings:
     reports_only: bool = False
     # preprocessing / regions
     regions: str = "samseg"
-    n4_mask: str = "whole-image"  # whole-image (the authors' call) | brain (-x brain mask)
+    n4_mask: str = "auto"  # auto | whole-image (the authors' call) | brain (-x brain mask)
     # segmentation
     method: str = "auto"  # auto | nnunet | vesselness
     model: str = DEFAULT_MODEL_NAME
@@ -90,3 +90,15 @@ class Settings:
 
 def _strip_prefix(label: str, prefix: str) -> str:
     return label[len(prefix) :] if label.startswith(prefix) else label
+
+
+def n4_mask_for(requested: str, method: str) -> str:
+    """The N4 variant to run: ``auto`` follows the PVS method.
+
+    An nnU-Net model gets the authors' whole-image N4, the image it was trained on. The
+    built-in method gets the brain-mask N4: it was validated with it, and on a 1 mm head it
+    takes 109 s instead of 594 s on 2 cores (docs/preprocessing.md).
+    """
+    if requested != "auto":
+        return requested
+    return "whole-image" if method == "nnunet" else "brain"

@@ -133,3 +133,34 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, shape, fill, message):
         validate.run()
     line = str(err.value)
     assert line.startswith("sub-01_T1w.nii.gz: ") and message in line and "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("requested", "method", "whole_image"),
+    [
+        ("auto", "nnunet", True),  # the model gets the image it was trained on
+        ("auto", "vesselness", False),  # the built-in method was validated with -x brain
+        ("whole-image", "vesselness", True),
+        ("brain", "nnunet", False),
+    ],
+)
+def test_n4_mask_follows_the_method_unless_chosen(tmp_path, requested, method, whole_image):
+    from mcpvs_bidsapp.bids import T1wInput, parse_entities
+    from mcpvs_bidsapp.cli.parser import build_parser
+    from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.workflows.base import init_t1w_wf
+
+    assert build_parser().get_default("n4_mask") == "auto"
+    path = tmp_path / "sub-01_T1w.nii.gz"
+    nb.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)).to_filename(path)  # built only
+    settings = Settings(tmp_path, tmp_path / "out", "participant", n4_mask=requested)
+    options = {"model_name": "m", "model_store": str(tmp_path)} if method == "nnunet" else None
+    wf = init_t1w_wf(
+        settings,
+        T1wInput(path=path, entities=parse_entities(path)),
+        method=method,
+        nnunet_options=options,
+    )
+    assert wf.get_node("preproc_wf.n4").interface.inputs.whole_image is whole_image
+    with pytest.raises(ValueError, match="n4_mask"):
+        init_preproc_wf(regions="fast", n4_mask="auto")

@@ -175,6 +175,8 @@ def test_kill_resume_readonly_and_determinism(shared_data, tmp_path):
         "fast",
         "--method",
         "vesselness",
+        "--n4-mask",  # the authors' N4, run end to end here (auto picks brain for vesselness)
+        "whole-image",
         "--nprocs",
         "1",
         "--omp-nthreads",

@@ -165,11 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g_wf.add_argument(
         "--n4-mask",
-        choices=["whole-image", "brain"],
-        default="whole-image",
+        choices=["auto", "whole-image", "brain"],
+        default="auto",
         help="N4 on the brain-masked image with no N4 mask, exactly as the mcPVS-Net authors "
-        "ran it (whole-image; ~10 CPU-minutes per 1 mm head), or with the brain mask as N4's "
-        "mask (brain; several times faster, not what the model was trained on)",
+        "ran it (whole-image; ~10 min per 1 mm head on 2 cores), or with the brain mask as "
+        "N4's mask (brain; ~2 min, not what the model was trained on). auto (default): "
+        "whole-image for an nnU-Net model, brain for the built-in method",
     )
     g_wf.add_argument(
         "--method",

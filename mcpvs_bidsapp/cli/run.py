@@ -23,7 +23,7 @@ from mcpvs_bidsapp.bids import (
     container_info,
     dataset_description,
 )
-from mcpvs_bidsapp.config import Settings
+from mcpvs_bidsapp.config import Settings, n4_mask_for
 from mcpvs_bidsapp.interfaces.validation import InputImageError, load_t1w
 from mcpvs_bidsapp.io import write_if_absent_json, write_json
 
@@ -205,6 +205,9 @@ def run_participant(settings: Settings) -> int:
         return _reports_only(settings, t1w_inputs)
 
     method, nnunet_options = resolve_method(settings)
+    if settings.n4_mask == "auto":
+        settings.n4_mask = n4_mask_for(settings.n4_mask, method)
+        LOGGER.warning("N4 mask: %s (--n4-mask auto with method %s)", settings.n4_mask, method)
     started = datetime.now().isoformat(timespec="seconds")
     good, errors = preflight(t1w_inputs, settings, method)
     for label_errors in errors.values():

@@ -11,7 +11,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mcpvs_bidsapp.bids import T1wInput
-from mcpvs_bidsapp.config import Settings
+from mcpvs_bidsapp.config import Settings, n4_mask_for
 from mcpvs_bidsapp.interfaces.derivatives import WriteDerivatives
 from mcpvs_bidsapp.interfaces.measures import PVSMeasures
 from mcpvs_bidsapp.resources import apply_mem_estimates
@@ -97,7 +97,9 @@ def init_t1w_wf(
     inputnode.inputs.t1w = str(t1w.path)
 
     preproc_wf = init_preproc_wf(
-        regions=settings.regions, omp_nthreads=settings.omp_nthreads, n4_mask=settings.n4_mask
+        regions=settings.regions,
+        omp_nthreads=settings.omp_nthreads,
+        n4_mask=n4_mask_for(settings.n4_mask, method),
     )
     segment_wf = init_segment_wf(
         method=method, omp_nthreads=settings.omp_nthreads, nnunet_options=nnunet_options

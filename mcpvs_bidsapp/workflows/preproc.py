@@ -19,6 +19,8 @@ def init_preproc_wf(
     Outputs: ``t1w_valid``, ``warnings``, ``brain_mask``, ``preproc_t1w``, ``regions_dseg``,
     ``icv_mm3``, ``icv_source``, ``regions_method``, ``n4_parameters``, ``fcm_parameters``.
     """
+    if n4_mask not in ("whole-image", "brain"):
+        raise ValueError(f"n4_mask must be 'whole-image' or 'brain', not {n4_mask!r}")
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(
