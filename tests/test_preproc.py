@@ -74,6 +74,20 @@ def test_n4_removes_an_added_bias_field(head2mm, whole_image):
     assert np.all(corrected[~inside] == 0)
 
 
+def test_n4_keeps_contrast_whatever_the_intensity_range(head2mm):
+    """N4 is multiplicative: a head stored with WM near 1 (a normalised input, the demo's
+    phantoms) must come out as the same image up to scale. An additive shift to positive
+    values once halved the PVS contrast of such images."""
+    img, mask = head2mm
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    small = data / np.median(data[_wm_mask(data, mask)])  # WM ~ 1, CSF and PVS near 0.3
+    big, _ = n4_masked(data, mask, img.affine, num_threads=2, whole_image=False)
+    low, _ = n4_masked(small, mask, img.affine, num_threads=2, whole_image=False)
+    inside = (mask > 0) & (big > 0)
+    ratio = low[inside] / big[inside]
+    assert ratio.std() / ratio.mean() < 0.02, ratio.std() / ratio.mean()
+
+
 def test_fcm_puts_white_matter_at_the_target(head2mm):
     img, mask = head2mm
     data = np.asanyarray(img.dataobj, dtype=np.float32)

@@ -54,9 +54,11 @@ def n4_masked(
 
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(max(1, num_threads))
     mask = mask > 0
+    # No shift to positive values: ITK's N4 leaves voxels <= 0 out of its log-domain fit, as
+    # the authors' binary did. An additive shift is not harmless: on an image whose WM sits
+    # near 1 (a normalised input, the demo phantoms) adding 1 halved the PVS contrast and the
+    # built-in method found nothing (demo Dice 0.97 on the raw image, 0 after preprocessing).
     masked = np.where(mask, data, 0).astype(np.float32)
-    if masked[mask].min() <= 0:  # N4 works on log intensities: shift to strictly positive
-        masked[mask] -= masked[mask].min() - 1.0
     spacing = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(0)))
     image = ants.from_numpy(masked, spacing=spacing)
     n4_mask = np.ones_like(masked) if whole_image else mask.astype(np.float32)
