@@ -75,11 +75,8 @@ def step_atlas_regions(a):
 def step_samseg(a):
     from mcpvs_bidsapp.interfaces.samseg import Samseg
 
-    wd = Path(a["work"]) / "samseg_run"
-    wd.mkdir(exist_ok=True)
-    res = Samseg(in_file=a["t1w_valid"], num_threads=a["threads"], profile=a["profile"]).run(
-        cwd=str(wd)
-    )
+    wd = _step_dir(a, "samseg_run")
+    res = Samseg(in_file=a["t1w_valid"], num_threads=a["threads"], profile=a["profile"]).run(cwd=wd)
     return {"seg": res.outputs.out_seg, "sbtiv": res.outputs.sbtiv_mm3}
 
 
@@ -101,23 +98,19 @@ def step_samseg_regions(a):
 def _n4(a, mask_key, out_key, whole_image=True):
     from mcpvs_bidsapp.interfaces.n4 import N4BiasCorrection
 
-    wd = Path(a["work"]) / out_key
-    wd.mkdir(exist_ok=True)
     res = N4BiasCorrection(
         in_file=a["t1w_valid"],
         in_mask=a[mask_key],
         num_threads=a["threads"],
         whole_image=whole_image,
-    ).run(cwd=str(wd))
+    ).run(cwd=_step_dir(a, out_key))
     return {out_key: res.outputs.out_file}
 
 
 def _fcm(a, in_key, mask_key, out_key):
     from mcpvs_bidsapp.interfaces.fcm import FCMNormalize
 
-    wd = Path(a["work"]) / out_key
-    wd.mkdir(exist_ok=True)
-    res = FCMNormalize(in_file=a[in_key], in_mask=a[mask_key]).run(cwd=str(wd))
+    res = FCMNormalize(in_file=a[in_key], in_mask=a[mask_key]).run(cwd=_step_dir(a, out_key))
     return {out_key: res.outputs.out_file}
 
 

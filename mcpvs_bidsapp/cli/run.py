@@ -205,9 +205,10 @@ def run_participant(settings: Settings) -> int:
         return _reports_only(settings, t1w_inputs)
 
     method, nnunet_options = resolve_method(settings)
-    if settings.n4_mask == "auto":
-        settings.n4_mask = n4_mask_for(settings.n4_mask, method)
-        LOGGER.warning("N4 mask: %s (--n4-mask auto with method %s)", settings.n4_mask, method)
+    if settings.n4_mask == "auto":  # resolved where the workflow is built; said here once
+        LOGGER.warning(
+            "N4 mask: %s (--n4-mask auto with method %s)", n4_mask_for("auto", method), method
+        )
     started = datetime.now().isoformat(timespec="seconds")
     good, errors = preflight(t1w_inputs, settings, method)
     for label_errors in errors.values():
