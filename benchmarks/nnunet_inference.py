@@ -12,6 +12,13 @@ Each setting runs in its own child process, so the peak RSS printed is that sett
     python benchmarks/nnunet_inference.py                      # CPU, 2 threads, fast profile
     python benchmarks/nnunet_inference.py --settings all       # + step 0.5 and mirroring (slow)
     python benchmarks/nnunet_inference.py --device cuda --settings all   # on a GPU machine
+
+A GPU machine may lack deepbet or the network: ``--prepare DIR`` writes the brain crop and the
+plans here, ``--prepared DIR`` there starts from them (the network is still built there, from the
+plans, so no checkpoint has to travel). ``--image-reader NibabelIO`` swaps the plans' reader when
+SimpleITK is missing; it reads the same voxels and costs well under a second either way.
+``--repeats 2`` predicts the same image twice with one predictor, as a cohort run does: the
+first includes CUDA/cuDNN start-up, the second is the steady per-participant cost.
 """
 
 from __future__ import annotations
@@ -128,7 +135,7 @@ def make_untrained_model(plans: dict, dataset: dict, folder: Path, n_folds: int)
 
 
 def run_one(args) -> None:
-    """Child process: one setting; prints one JSON line."""
+    """Child process: one setting; prints one JSON line (predict_s is a list, one per repeat)."""
     import torch
 
     from mcpvs_bidsapp.interfaces import nnunet as node
@@ -142,18 +149,21 @@ def run_one(args) -> None:
     t0 = time.monotonic()
     node.load_predictor(model, folds, args.device, args.mirroring, args.step)
     t_load = time.monotonic() - t0
-    t0, c0 = time.monotonic(), time.process_time()
-    params = node.predict_pvs(
-        args.image, "bench", args.store, device=args.device, folds=folds,
-        mirroring=args.mirroring, step_size=args.step, num_threads=args.threads,
-        out_mask=Path(args.out) / "mask.nii.gz", out_probseg=Path(args.out) / "prob.nii.gz",
-    )  # fmt: skip
-    t_pred, c_pred = time.monotonic() - t0, time.process_time() - c0
+    t_pred, c_pred = [], []
+    for _ in range(args.repeats):
+        t0, c0 = time.monotonic(), time.process_time()
+        params = node.predict_pvs(
+            args.image, "bench", args.store, device=args.device, folds=folds,
+            mirroring=args.mirroring, step_size=args.step, num_threads=args.threads,
+            out_mask=Path(args.out) / "mask.nii.gz", out_probseg=Path(args.out) / "prob.nii.gz",
+        )  # fmt: skip
+        t_pred.append(round(time.monotonic() - t0, 1))
+        c_pred.append(round(time.process_time() - c0, 1))
     out = {
         "verify_s": round(t_verify, 1),
         "load_s": round(t_load, 1),
-        "predict_s": round(t_pred, 1),
-        "predict_cpu_s": round(c_pred, 1),  # all threads; ≈ threads × wall on an idle machine
+        "predict_s": t_pred,
+        "predict_cpu_s": c_pred,  # all threads; ≈ threads × wall on an idle machine
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "device": params["Model"]["Device"],
     }
@@ -169,6 +179,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--settings", default="fast", help="comma list of " + ",".join(SETTINGS))
     parser.add_argument("--folds", type=int, default=1, help="folds per run (timing is per run)")
+    parser.add_argument("--repeats", type=int, default=1, help="predictions per predictor")
+    parser.add_argument("--prepare", type=Path, help="write brain crop + plans here, then stop")
+    parser.add_argument("--prepared", type=Path, help="start from a --prepare folder")
+    parser.add_argument("--image-reader", help="override the plans' image reader (NibabelIO)")
     parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
@@ -189,11 +203,26 @@ def main() -> None:
     names = list(SETTINGS) if args.settings == "all" else args.settings.split(",")
     with tempfile.TemporaryDirectory(prefix="mcpvs-bench-") as tmp:
         work = Path(tmp)
-        t0 = time.monotonic()
-        image = crop_to_brain(args.t1w, work)
-        print(f"input: {args.t1w.name} → brain crop {nib.load(str(image)).shape} "
-              f"(deepbet + bbox, {time.monotonic() - t0:.0f} s)")  # fmt: skip
-        plans, dataset = plan_like_nnunet(image, work / "plan")
+        if args.prepared:
+            image = args.prepared / "brain_0000.nii.gz"
+            plans = json.loads((args.prepared / "plans.json").read_text())
+            dataset = json.loads((args.prepared / "dataset.json").read_text())
+            print(f"input: prepared {image} {nib.load(str(image)).shape}")
+        else:
+            t0 = time.monotonic()
+            image = crop_to_brain(args.t1w, work)
+            print(f"input: {args.t1w.name} → brain crop {nib.load(str(image)).shape} "
+                  f"(deepbet + bbox, {time.monotonic() - t0:.0f} s)")  # fmt: skip
+            plans, dataset = plan_like_nnunet(image, work / "plan")
+        if args.prepare:
+            args.prepare.mkdir(parents=True, exist_ok=True)
+            nib.load(str(image)).to_filename(str(args.prepare / "brain_0000.nii.gz"))
+            (args.prepare / "plans.json").write_text(json.dumps(plans, indent=1))
+            (args.prepare / "dataset.json").write_text(json.dumps(dataset, indent=1))
+            print(f"prepared in {args.prepare}")
+            return
+        if args.image_reader:
+            plans["image_reader_writer"] = args.image_reader
         cfg = plans["configurations"]["3d_fullres"]
         kw = cfg["architecture"]["arch_kwargs"]
         folder = work / "model" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
@@ -209,6 +238,7 @@ def main() -> None:
             f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"torch {torch.__version__}, device {args.device}, {args.threads} threads, "
             f"{args.folds} fold(s) per run"
+            + (f", GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" else "")
         )
         print(f"load average before: {os.getloadavg()[0]:.1f}")
         print(f"{'setting':<9} {'mirror':>6} {'step':>5} {'verify_s':>8} {'load_s':>7} "
@@ -220,8 +250,10 @@ def main() -> None:
                 "--image", str(image), "--out", str(work), "--device", args.device,
                 "--threads", str(args.threads), "--folds", str(args.folds),
                 "--mirroring", str(int(mirroring)), "--step", str(step),
+                "--repeats", str(args.repeats),
             ]  # fmt: skip
-            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(ROOT))
+            pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=pythonpath)
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not lines:
@@ -231,7 +263,8 @@ def main() -> None:
             extra = f"  peak GPU {res['peak_gpu_gib']} GiB" if "peak_gpu_gib" in res else ""
             row = (
                 f"{name:<9} {mirroring!s:>6} {step:>5} {res['verify_s']:>8} {res['load_s']:>7} "
-                f"{res['predict_s']:>9} {res['predict_cpu_s']:>7} {res['peak_rss_gib']:>12}"
+                f"{'/'.join(map(str, res['predict_s'])):>9} "
+                f"{'/'.join(map(str, res['predict_cpu_s'])):>7} {res['peak_rss_gib']:>12}"
             )
             print(row + extra, flush=True)
 
