@@ -3,6 +3,7 @@
     python benchmarks/preprocessing.py [T1W] [--omp-nthreads 2] [--samseg-profile fast]
                                        [--samseg-dir DIR] [--skip-samseg] [--work DIR]
     python benchmarks/preprocessing.py --compare-segs SEG_A SEG_B   # e.g. fast vs paper profile
+    python benchmarks/preprocessing.py [T1W] --compare-profiles     # Samseg fast vs paper, timed
 
 Each step runs in its own child process (so its peak RSS is its own, and Samseg's own child
 is counted), in the order the workflow runs them.  Default input: the raw Philips MPRAGE of
@@ -193,6 +194,29 @@ def compare_segs(seg_a: str, seg_b: str) -> None:
         print(f"{name:<6} Dice {dice(a, b):.3f}  voxels {a.sum()} / {b.sum()}")
 
 
+def compare_profiles(state: dict, env: dict) -> None:
+    """Samseg's ``fast`` and ``paper`` profiles on the same image: time, memory, label agreement."""
+    run_step("validate", state, env)
+    segs, sbtiv = {}, {}
+    print(f"input: {state['t1w']}, threads: {state['threads']}")
+    for profile in ("fast", "paper"):
+        sub = dict(state, profile=profile, work=str(Path(state["work"]) / f"profile_{profile}"))
+        Path(sub["work"]).mkdir(parents=True, exist_ok=True)
+        stats = run_step("samseg", sub, env)
+        segs[profile], sbtiv[profile] = sub["seg"], sub["sbtiv"]
+        print(
+            f"samseg {profile:<5} wall {stats['wall_total_s']:7.1f} s  CPU {stats['cpu_s']:7.1f} s"
+            f"  peak {stats['peak_rss_mib']:6.0f} MiB  load {stats['load']:.1f}",
+            flush=True,
+        )
+    print("fast vs paper (Dice; voxels fast / paper)")
+    compare_segs(segs["fast"], segs["paper"])
+    print(
+        f"sbTIV  fast {sbtiv['fast'] / 1000:.1f} ml, paper {sbtiv['paper'] / 1000:.1f} ml "
+        f"({100 * (sbtiv['fast'] / sbtiv['paper'] - 1):+.2f} %)"
+    )
+
+
 def fast_vs_samseg(state: dict) -> None:
     """Dice of the fast path's BG / WM / brain mask against Samseg's, and ICV of both."""
     import nibabel as nb
@@ -259,6 +283,9 @@ def main() -> None:
     ap.add_argument("--samseg-dir", help="reuse this finished run_samseg output folder")
     ap.add_argument("--skip-samseg", action="store_true", help="fast path only")
     ap.add_argument("--work", default="/tmp/mcpvs_bench_preproc")
+    ap.add_argument(
+        "--compare-profiles", action="store_true", help="time Samseg fast and paper; compare labels"
+    )
     args = ap.parse_args()
 
     work = Path(args.work)
@@ -273,6 +300,9 @@ def main() -> None:
         "profile": args.samseg_profile,
         "samseg_dir": args.samseg_dir,
     }
+    if args.compare_profiles:
+        compare_profiles(state, env)
+        return
     rows = []
     fast = ["validate", "deepbet", "atlas_priors", "atlas_regions", "n4_fast", "fcm_fast"]
     for step in fast:
