@@ -79,6 +79,7 @@ def test_model_selected_by_name_end_to_end(tiny_model_dir, shared_data, tmp_path
     measures_meta = json.loads((anat / "sub-01_desc-pvs_measures.json").read_text())
     assert measures_meta["Method"] == "nnunet"
     assert measures_meta["ModelChecksum"] == manifest["checksum"]
+    assert measures_meta["N4Mask"] == "brain"  # --n4-mask brain, recorded for the group level
     assert (anat / "sub-01_space-T1w_desc-pvs_probseg.nii.gz").exists()
 
     # the group level reads the method and the model from the outputs
@@ -87,6 +88,7 @@ def test_model_selected_by_name_end_to_end(tiny_model_dir, shared_data, tmp_path
     header, row = (out / "group_pvs.tsv").read_text().splitlines()[:2]
     record = dict(zip(header.split("\t"), row.split("\t"), strict=True))
     assert record["method"] == "nnunet" and record["model_checksum"] == manifest["checksum"]
+    assert record["n4_mask"] == "brain"
 
     # a changed checkpoint is refused before anything is unpickled, in one line
     checkpoint = next((store / "tiny").rglob("checkpoint_*.pth"))

@@ -255,6 +255,26 @@ def test_different_model_checksums_are_not_mixed(tmp_path, capsys):
     assert "2 different methods/models" in capsys.readouterr().err
 
 
+def test_different_n4_variants_are_not_mixed(tmp_path, capsys):
+    """Same model, but N4 on the whole image vs inside the brain mask: different intensities."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=8, seed=1, n4_mask="whole-image")
+    write_cohort(
+        tmp_path / "out", tmp_path / "bids", n=8, seed=2, n4_mask="brain",
+        subject_offset=50, write_bids=False,
+    )  # fmt: skip
+    assert run_group(_settings(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "2 different methods/models" in err and "n4whole" in err and "n4brain" in err
+    assert run_group(_settings(tmp_path, split_by_method=True)) == 0
+    folders = sorted(p.name for p in (tmp_path / "out").glob("group-*"))
+    assert folders == [
+        "group-nnunet-mcpvsnet-ab12cd34-samseg-n4brain",
+        "group-nnunet-mcpvsnet-ab12cd34-samseg-n4whole",
+    ]
+    table = _read(tmp_path / "out" / folders[0] / "group_pvs.tsv")
+    assert len(table) == 8 and (table["n4_mask"] == "brain").all()
+
+
 def test_no_outputs_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     assert run_group(_settings(tmp_path)) == 1

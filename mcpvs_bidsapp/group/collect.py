@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from mcpvs_bidsapp.interfaces.n4 import n4_variant
+
 REGIONS = ("BG", "WM", "whole_brain")
 #: measures.tsv columns copied into the wide table as ``<region>_<column>``
 MEASURE_COLUMNS = (
@@ -33,7 +35,10 @@ ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "part",
 ENTITY_NAMES = {"sub": "participant_id", "ses": "session", "acq": "acquisition", "run": "run"}
 MEASURES_SUFFIX = "_desc-pvs_measures.tsv"
 MASK_SUFFIX = "_space-T1w_desc-pvs_mask.nii.gz"
-METHOD_COLUMNS = ("method", "model_name", "model_checksum", "regions_method")
+#: what must be equal for PVS volumes to be comparable: the method, the exact model, how the
+#: regions were made, and the N4 variant (the model sees different intensities after each)
+METHOD_COLUMNS = ("method", "model_name", "model_checksum", "regions_method", "n4_mask")
+PREPROC_SUFFIX = "_desc-preproc_T1w.json"
 NA_STRINGS = {"", "n/a", "na", "nan", "none", "null"}
 
 _VENDORS = (
@@ -264,7 +269,7 @@ def _status_runs(output_dir: Path, participants: list[str]) -> dict[str, dict]:
     return latest
 
 
-def _method_info(measures_json: dict, mask_json: dict) -> dict:
+def _method_info(measures_json: dict, mask_json: dict, preproc_json: dict | None = None) -> dict:
     """Method / model provenance, from the measures sidecar, else the mask sidecar."""
     model = mask_json.get("Model") or {}
     method = measures_json.get("Method") or mask_json.get("Method")
@@ -278,6 +283,7 @@ def _method_info(measures_json: dict, mask_json: dict) -> dict:
         "regions_method": measures_json.get("RegionsMethod")
         or mask_json.get("RegionsMethod")
         or "n/a",
+        "n4_mask": measures_json.get("N4Mask") or n4_variant((preproc_json or {}).get("N4") or {}),
         "icv_source": measures_json.get("IcvSource", "n/a"),
         "mcpvs_version": versions.get("mcpvs", "n/a"),
     }
@@ -332,7 +338,9 @@ def collect(
             "prefix": prefix,
         }
         row.update(read_measures(path))
-        row.update(_method_info(measures_json, mask_json))
+        preproc_json_path = path.parent / (prefix + PREPROC_SUFFIX)
+        preproc_json = _read_json(preproc_json_path) if preproc_json_path.is_file() else {}
+        row.update(_method_info(measures_json, mask_json, preproc_json))
         meta = sidecars.metadata(entities)
         row["manufacturer"] = meta.get("Manufacturer", "n/a")
         row["manufacturers_model_name"] = meta.get("ManufacturersModelName", "n/a")
@@ -454,18 +462,20 @@ def _merge_sessions(table: pd.DataFrame, bids_dir: Path | None, warnings: list[s
 
 
 def method_groups(table: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
-    """Split the table by (method, model name, model checksum, regions method)."""
+    """Split the table by (method, model name, model checksum, regions method, N4 variant)."""
     keys = list(METHOD_COLUMNS)
     return {key: sub for key, sub in table.groupby(keys, sort=True, dropna=False)}
 
 
 def method_label(key: tuple) -> str:
-    """Folder-safe label of one method group, e.g. ``nnunet-mcpvsnet-1a2b3c4d-samseg``."""
-    method, name, checksum, regions = key
+    """Folder-safe label of one method group, e.g. ``nnunet-mcpvsnet-1a2b3c4d-samseg-n4whole``."""
+    method, name, checksum, regions, n4 = key
     parts = [method]
     if method == "nnunet" or name != "n/a":
         parts.append(name)
         if checksum != "n/a":
             parts.append(checksum.split(":")[-1][:8])
     parts.append(regions)
+    if n4 != "n/a":  # outputs older than the N4 record carry none
+        parts.append("n4" + str(n4).split("-")[0])
     return "-".join(re.sub(r"[^A-Za-z0-9.]+", "", str(p)) or "na" for p in parts)

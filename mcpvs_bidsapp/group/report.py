@@ -158,7 +158,7 @@ def write_report(dest: Path, output_dir: Path, results: dict, settings) -> Path:
     figs = _figures(dest, results)
     table = results["table"]
     failures = results["failures"]
-    method, model, checksum, regions = results["method_key"]
+    method, model, checksum, regions, n4_mask = results["method_key"]
     rel = os.path.relpath(output_dir, dest)
     parts: list[str] = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mcpvs group report</title>"
@@ -166,7 +166,7 @@ def write_report(dest: Path, output_dir: Path, results: dict, settings) -> Path:
         "<h1>mcpvs group report</h1>",
         f"<p>mcpvs {html.escape(__version__)} &middot; method <b>{html.escape(method)}</b>"
         f" &middot; model {html.escape(model)} ({html.escape(checksum)}) &middot; regions "
-        f"{html.escape(regions)}</p>",
+        f"{html.escape(regions)} &middot; N4 {html.escape(str(n4_mask))}</p>",
         "<h2>Counts</h2><table><tr><th>T1w images measured</th><th>participants</th>"
         "<th>failed runs</th></tr>"
         f"<tr><td>{len(table)}</td><td>{table['participant_id'].nunique()}</td>"

@@ -43,6 +43,7 @@ COLUMN_DOCS = {
         "model_name": "nnU-Net model name (n/a for vesselness)",
         "model_checksum": "checksum of the installed model (n/a for vesselness)",
         "regions_method": "how the BG/WM regions were made (samseg or fast)",
+        "n4_mask": "N4 variant: whole-image (the authors' call) or brain (-x brain mask)",
         "icv_source": "where icv_mm3 comes from",
         "mcpvs_version": "mcpvs version that made the PVS mask",
         "manufacturer": "Manufacturer from the T1w JSON sidecar (BIDS inheritance applied)",

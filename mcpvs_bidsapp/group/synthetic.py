@@ -53,6 +53,7 @@ def write_cohort(
     n_manual: int = 0,
     subject_offset: int = 0,
     write_bids: bool = True,
+    n4_mask: str | None = None,
 ) -> pd.DataFrame:
     """Write ``n`` participants' outputs; return the truth (one row per T1w).
 
@@ -61,7 +62,8 @@ def write_cohort(
     ``sessions > 1`` every participant has that many sessions whose PVS volumes differ by a
     relative ``session_noise`` (for the ICC). ``n_failed`` participants have a failed run
     (status file only); ``n_manual`` get tiny NIfTI PVS masks plus manual masks in
-    ``bids_dir/derivatives/manual`` with a known overlap.
+    ``bids_dir/derivatives/manual`` with a known overlap. ``n4_mask`` records an N4 variant in
+    the measures sidecars (none by default, as in outputs older than that record).
     """
     rng = np.random.default_rng(seed)
     output_dir = Path(output_dir)
@@ -161,6 +163,8 @@ def write_cohort(
                 "IcvSource": "samseg sbTIV",
                 "Sources": [f"bids:raw:{source}"],
             }
+            if n4_mask:
+                provenance["N4Mask"] = n4_mask
             _write_json(folder / f"{prefix}_desc-pvs_measures.json", provenance)
             mask_meta = {
                 "Sources": [f"bids:raw:{source}"],

@@ -29,6 +29,7 @@ from nipype.interfaces.base import (
 
 from mcpvs_bidsapp import __version__
 from mcpvs_bidsapp.bids import T1wInput, parse_entities
+from mcpvs_bidsapp.interfaces.n4 import n4_variant
 from mcpvs_bidsapp.io import stage, write_text
 
 REGION_TABLE = [(0, "background"), (1, "BG"), (2, "WM"), (3, "other")]
@@ -179,6 +180,7 @@ class WriteDerivatives(SimpleInterface):
             "ModelName": model.get("Name", "n/a"),
             "ModelChecksum": model.get("Checksum", "n/a"),
             "RegionsMethod": inputs.regions_method,
+            "N4Mask": n4_variant(dict(inputs.n4_parameters)),
             "IcvSource": inputs.icv_source,
             "Sources": [rel("space-T1w_desc-pvs_mask.nii.gz"), rel("desc-regions_dseg.nii.gz")],
             **common,

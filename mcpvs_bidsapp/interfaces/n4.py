@@ -76,6 +76,14 @@ def n4_masked(
     return corrected, np.where(mask, bias, 0).astype(np.float32)
 
 
+def n4_variant(n4_parameters: dict) -> str:
+    """``whole-image`` or ``brain`` from the ``N4`` record of a desc-preproc_T1w sidecar."""
+    text = str(n4_parameters.get("N4Mask", "")).lower()
+    if not text:
+        return "n/a"
+    return "whole-image" if text.startswith("whole") else "brain"
+
+
 class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="T1w")
     in_mask = File(exists=True, mandatory=True, desc="brain mask")
