@@ -131,6 +131,34 @@ def test_node_equals_nnunet_cli(
         assert _dice(mask, truth) > 0.7
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU; torch sees none here")
+@pytest.mark.parametrize("profile", ["fast-cpu", "full-gpu"])
+def test_gpu_mask_equals_cpu(tiny_store, oblique_case, tmp_path, profile):
+    """--device auto takes the GPU, and the GPU's mask is the CPU's (probabilities to 1e-2)."""
+    case, truth = oblique_case
+    out = {}
+    for device in ("auto", "cpu"):
+        params = node.predict_pvs(
+            case, "tiny", tiny_store, profile=profile, device=device, num_threads=2,
+            out_mask=tmp_path / f"m_{device}.nii.gz", out_probseg=tmp_path / f"p_{device}.nii.gz",
+        )  # fmt: skip
+        mask = np.asarray(nib.load(tmp_path / f"m_{device}.nii.gz").dataobj)
+        prob = np.asarray(nib.load(tmp_path / f"p_{device}.nii.gz").dataobj)
+        out[params["Model"]["Device"]] = (mask, prob)
+    assert set(out) == {"cuda", "cpu"}
+    (mask_gpu, prob_gpu), (mask_cpu, prob_cpu) = out["cuda"], out["cpu"]
+    assert mask_cpu.sum() > 50 and _dice(mask_cpu, truth) > 0.5
+    assert _dice(mask_gpu, mask_cpu) > 0.999
+    np.testing.assert_allclose(prob_gpu, prob_cpu, atol=1e-2)
+
+
 @pytest.mark.slow
 def test_predictor_built_once_per_process(tiny_store, oblique_case, tmp_path, monkeypatch):
     import torch

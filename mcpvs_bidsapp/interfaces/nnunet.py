@@ -10,6 +10,8 @@ results equal ``nnUNetv2_predict_from_modelfolder`` with the same settings (chec
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -202,16 +204,19 @@ def load_predictor(model: ModelInfo, folds, device: str, mirroring: bool, step_s
     network = _build_network(
         trainer_name, plans_manager, configuration_manager, dataset_json, parameters[0]
     )
-    predictor = nnUNetPredictor(
-        tile_step_size=step_size,
-        use_gaussian=True,
-        use_mirroring=mirroring,
-        perform_everything_on_device=device == "cuda",
-        device=torch.device(device),
-        verbose=False,
-        verbose_preprocessing=False,
-        allow_tqdm=False,
-    )
+    # nnU-Net prints "perform_everything_on_device=True is only supported for cuda devices!"
+    # for every CPU predictor, whatever it is given: noise in a cohort's logs, so swallowed
+    with contextlib.redirect_stdout(io.StringIO()):
+        predictor = nnUNetPredictor(
+            tile_step_size=step_size,
+            use_gaussian=True,
+            use_mirroring=mirroring,
+            perform_everything_on_device=device == "cuda",
+            device=torch.device(device),
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
     predictor.manual_initialization(
         network,
         plans_manager,
