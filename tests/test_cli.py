@@ -72,6 +72,20 @@ def test_help_and_version(capsys):
     assert capsys.readouterr().out.strip() == f"mcpvs {__version__}"
 
 
+def test_subcommand_name_clashing_with_a_folder(tmp_path, monkeypatch, capsys):
+    """A folder named ``demo`` in the cwd does not hide ``mcpvs demo DEST``, yet it can still be
+    the bids_dir of ``mcpvs demo OUT participant``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--help"])
+    assert exit_.value.code == 0
+    assert "folder for the demo" in capsys.readouterr().out
+    assert main(["demo", str(tmp_path / "out"), "participant"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "demo: not a BIDS dataset" in err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

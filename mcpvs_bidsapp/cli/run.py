@@ -41,7 +41,7 @@ SUBCOMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Console script; returns the exit code (0 only when every selected T1w succeeded)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS and not Path(argv[0]).is_dir():
+    if argv and argv[0] in SUBCOMMANDS and not _is_bids_app_call(argv):
         import importlib
 
         return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     except (BIDSError, FileNotFoundError, PermissionError, OSError) as err:
         _error(str(err))
         return EXIT_USAGE
+
+
+def _is_bids_app_call(argv: list[str]) -> bool:
+    """``demo out participant`` with a folder ``demo`` here is a BIDS-App call; ``demo /tmp/x``
+    stays the subcommand even where a folder of that name exists."""
+    return len(argv) >= 3 and argv[2] in ("participant", "group") and Path(argv[0]).is_dir()
 
 
 def _error(message: str) -> None:
