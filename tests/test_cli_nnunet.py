@@ -3,6 +3,7 @@ name, and find its provenance in every output; a tampered checkpoint stops the r
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -80,6 +81,9 @@ def test_model_selected_by_name_end_to_end(tiny_model_dir, shared_data, tmp_path
     assert measures_meta["Method"] == "nnunet"
     assert measures_meta["ModelChecksum"] == manifest["checksum"]
     assert measures_meta["N4Mask"] == "brain"  # --n4-mask brain, recorded for the group level
+    report = html.unescape((out / "sub-01.html").read_text())  # summary and methods say so too
+    assert "brain mask as N4's mask (-x)" in report
+    assert "brain-extracted with deepbet" in report and "within the brain mask" in report
     assert (anat / "sub-01_space-T1w_desc-pvs_probseg.nii.gz").exists()
 
     # the group level reads the method and the model from the outputs

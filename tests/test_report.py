@@ -219,6 +219,22 @@ def test_nnunet_provenance_is_shown(tmp_path):
     )
 
 
+def test_boilerplate_says_which_brain_mask_and_n4_ran():
+    """Samseg's mask and the authors' whole-image N4 with a model; deepbet and -x otherwise."""
+    from mcpvs_bidsapp.reports.participant import N4_DESCRIPTIONS
+
+    model = " ".join(methods_boilerplate({
+        "Method": "nnunet", "Regions": "samseg", "N4": N4_DESCRIPTIONS["whole-image"],
+    })["paragraphs"])  # fmt: skip
+    assert "brain-extracted with Samseg (Puonti et al., 2016)" in model
+    assert "with the whole field of view as its mask" in model and "deepbet" not in model
+    builtin = " ".join(methods_boilerplate({
+        "Method": "vesselness", "Regions": "fast", "N4": N4_DESCRIPTIONS["brain"],
+    })["paragraphs"])  # fmt: skip
+    assert "brain-extracted with deepbet" in builtin and "N4 (Tustison" in builtin
+    assert "within the brain mask" in builtin and "whole field of view" not in builtin
+
+
 def test_boilerplate_without_any_success_claims_no_segmentation():
     text = " ".join(methods_boilerplate({})["paragraphs"])
     assert "No T1w image of this participant was segmented" in text

@@ -74,15 +74,34 @@ def methods_boilerplate(provenance: dict) -> dict:
                 cited.append(key)
         return "(" + "; ".join(cite(k) for k in keys) + ")"
 
-    paragraphs = [
+    intro = (
         f"Perivascular spaces (PVS) were segmented and measured on 3D T1-weighted images with "
         f"mcpvs {__version__}, an implementation of the mcPVS-Net pipeline "
-        f"{c('huang2024mcpvsnet')} built on Nipype {c('gorgolewski2011nipype')}. "
-        f"Each T1w image was brain-extracted with deepbet {c('fisch2024deepbet')}, corrected "
-        f"for intensity non-uniformity with N4 {c('tustison2010n4')} within the brain mask, "
-        f"and intensity-normalised with fuzzy c-means white-matter normalisation "
-        f"{c('reinhold2019fcm')}, as in the original work.",
-    ]
+        f"{c('huang2024mcpvsnet')} built on Nipype {c('gorgolewski2011nipype')}."
+    )
+    if not provenance:  # nothing ran to the end: no claim about how it was preprocessed
+        paragraphs = [intro]
+    else:
+        # the brain mask comes from the regions method (workflows/preproc.py)
+        if regions == "samseg":
+            extraction = f"brain-extracted with Samseg {c('puonti2016samseg')}"
+        elif regions == "fast":
+            extraction = f"brain-extracted with deepbet {c('fisch2024deepbet')}"
+        else:
+            extraction = "brain-extracted"
+        n4_variant = str(provenance.get("N4", ""))
+        if n4_variant.startswith("whole"):
+            n4_text = "on the brain-masked image with the whole field of view as its mask"
+        elif n4_variant.startswith("brain"):
+            n4_text = "within the brain mask"
+        else:
+            n4_text = "on the brain-masked image"
+        paragraphs = [
+            f"{intro} Each T1w image was {extraction}, corrected for intensity non-uniformity "
+            f"with N4 {c('tustison2010n4')} {n4_text} (shrink factor 2, B-spline distance "
+            f"100 mm), and intensity-normalised with fuzzy c-means white-matter normalisation "
+            f"{c('reinhold2019fcm')}, as in the original work."
+        ]
     if method == "nnunet":
         model = provenance.get("Model name", "mcPVS-Net")
         paragraphs.append(

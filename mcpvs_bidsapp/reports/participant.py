@@ -112,6 +112,13 @@ def _acquisition(raw: Path | None, meta: dict) -> dict:
     return info
 
 
+#: the measures sidecar's N4Mask, as the summary says it
+N4_DESCRIPTIONS = {
+    "whole-image": "whole image as N4's mask (the authors' call, no -x)",
+    "brain": "brain mask as N4's mask (-x)",
+}
+
+
 def _provenance(sidecar: dict) -> dict:
     """Method, model and where it came from, as key -> text for the summary."""
     if not sidecar:
@@ -289,6 +296,10 @@ def _run_report(output_dir: Path, label: str, run: dict, bids_dir: Path | None) 
     sidecar = _read_json(anat / f"{prefix}_space-T1w_desc-pvs_mask.json")
     report.provenance = _provenance(sidecar)
     measures_json = _read_json(anat / f"{prefix}_desc-pvs_measures.json")
+    if measures_json.get("N4Mask", "n/a") != "n/a":
+        report.provenance["N4"] = N4_DESCRIPTIONS.get(
+            measures_json["N4Mask"], measures_json["N4Mask"]
+        )
     if measures_json.get("IcvSource"):
         report.provenance["ICV"] = measures_json["IcvSource"]
     if measures_json.get("WMHSource"):
