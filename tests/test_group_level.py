@@ -275,6 +275,19 @@ def test_different_n4_variants_are_not_mixed(tmp_path, capsys):
     assert len(table) == 8 and (table["n4_mask"] == "brain").all()
 
 
+def test_n4_variant_of_older_outputs_comes_from_the_preproc_sidecar(tmp_path):
+    """Outputs without the measures sidecar's N4Mask: the desc-preproc_T1w.json N4 record."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=6, seed=1)
+    for measures in (tmp_path / "out").rglob("*_desc-pvs_measures.tsv"):
+        prefix = measures.name[: -len("_desc-pvs_measures.tsv")]
+        (measures.parent / f"{prefix}_desc-preproc_T1w.json").write_text(
+            json.dumps({"N4": {"N4Mask": "whole image (no -x)"}})
+        )
+    assert run_group(_settings(tmp_path)) == 0
+    table = _read(tmp_path / "out" / "group_pvs.tsv")
+    assert len(table) == 6 and (table["n4_mask"] == "whole-image").all()
+
+
 def test_no_outputs_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     assert run_group(_settings(tmp_path)) == 1

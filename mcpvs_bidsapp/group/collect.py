@@ -269,8 +269,9 @@ def _status_runs(output_dir: Path, participants: list[str]) -> dict[str, dict]:
     return latest
 
 
-def _method_info(measures_json: dict, mask_json: dict, preproc_json: dict | None = None) -> dict:
-    """Method / model provenance, from the measures sidecar, else the mask sidecar."""
+def _method_info(measures_json: dict, mask_json: dict, preproc_json: dict) -> dict:
+    """Method / model provenance, from the measures sidecar, else the mask sidecar (the N4
+    variant, else the desc-preproc_T1w sidecar)."""
     model = mask_json.get("Model") or {}
     method = measures_json.get("Method") or mask_json.get("Method")
     name = measures_json.get("ModelName") or model.get("Name")
@@ -283,7 +284,7 @@ def _method_info(measures_json: dict, mask_json: dict, preproc_json: dict | None
         "regions_method": measures_json.get("RegionsMethod")
         or mask_json.get("RegionsMethod")
         or "n/a",
-        "n4_mask": measures_json.get("N4Mask") or n4_variant((preproc_json or {}).get("N4") or {}),
+        "n4_mask": measures_json.get("N4Mask") or n4_variant(preproc_json.get("N4") or {}),
         "icv_source": measures_json.get("IcvSource", "n/a"),
         "mcpvs_version": versions.get("mcpvs", "n/a"),
     }
@@ -338,8 +339,14 @@ def collect(
             "prefix": prefix,
         }
         row.update(read_measures(path))
+        # only outputs older than the measures sidecar's N4Mask need the preproc sidecar: one
+        # file fewer to open per T1w on a large cohort
         preproc_json_path = path.parent / (prefix + PREPROC_SUFFIX)
-        preproc_json = _read_json(preproc_json_path) if preproc_json_path.is_file() else {}
+        preproc_json = (
+            _read_json(preproc_json_path)
+            if "N4Mask" not in measures_json and preproc_json_path.is_file()
+            else {}
+        )
         row.update(_method_info(measures_json, mask_json, preproc_json))
         meta = sidecars.metadata(entities)
         row["manufacturer"] = meta.get("Manufacturer", "n/a")
