@@ -6,7 +6,7 @@
 #   .ci/docker-smoke.sh IMAGE
 #
 # Used by .ci/docker.sh (our CI) and .circleci/config.yml. Environment:
-#   MCPVS_SHARED_DATA     folder with t1w/<the heads of mcpvs_bidsapp.testing.REAL_HEADS>
+#   MCPVS_SHARED_DATA     folder with t1w/<the heads of mcpvs_bidsapp.synthetic.datasets.REAL_HEADS>
 #                         (default ../shared/data); the dataset is make_small_bids(n=2, 2 mm)
 #   MCPVS_SMOKE_HEADS     instead: a folder of *.nii.gz heads, one participant each (CircleCI)
 #   MCPVS_SMOKE_UID       uid:gid to run as (default: yours, or 4242:4242 when you are root)
@@ -32,7 +32,7 @@ if [ -n "${MCPVS_SMOKE_HEADS:-}" ]; then
     HEADS=$(realpath "$MCPVS_SMOKE_HEADS")
     ls "$HEADS"/*.nii.gz >/dev/null 2>&1 || die "$HEADS: no *.nii.gz heads"
     inputs=(-v "$HEADS:/heads:ro")
-    make_py="from pathlib import Path; from mcpvs_bidsapp.testing import resample_head
+    make_py="from pathlib import Path; from mcpvs_bidsapp.synthetic.datasets import resample_head
 heads = sorted(Path('/heads').glob('*.nii.gz'))
 Path('/bids/dataset_description.json').write_text('{\"Name\": \"mcpvs smoke\", \"BIDSVersion\": \"1.9.0\"}')
 rows = ['participant_id\tage']
@@ -44,7 +44,7 @@ else
     SHARED_DATA=$(realpath "${MCPVS_SHARED_DATA:-$PWD/../shared/data}")
     [ -d "$SHARED_DATA/t1w" ] || die "$SHARED_DATA/t1w: no real heads for the smoke dataset"
     inputs=(-v "$SHARED_DATA:/shared:ro")
-    make_py="from mcpvs_bidsapp.testing import make_small_bids
+    make_py="from mcpvs_bidsapp.synthetic.datasets import make_small_bids
 make_small_bids('/bids', '/shared', n_participants=2, zoom_mm=$ZOOM)"
 fi
 

@@ -18,7 +18,8 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mcpvs_bidsapp import phantoms, vesselness  # noqa: E402
+from mcpvs_bidsapp import vesselness  # noqa: E402
+from mcpvs_bidsapp.synthetic import phantoms  # noqa: E402
 
 
 def main() -> int:

@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mcpvs_bidsapp import metrics, phantoms, vesselness  # noqa: E402
+from mcpvs_bidsapp import metrics, vesselness  # noqa: E402
+from mcpvs_bidsapp.synthetic import phantoms  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "t1w"
 SPLITS = {

@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--manual", type=int, default=20, help="participants with manual masks")
     opts = parser.parse_args()
 
-    from mcpvs_bidsapp.group.synthetic import write_cohort
+    from mcpvs_bidsapp.synthetic.cohort import write_cohort
 
     with tempfile.TemporaryDirectory(prefix="mcpvs-group-bench-") as tmp:
         root = Path(tmp)

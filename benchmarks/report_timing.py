@@ -27,7 +27,7 @@ def main() -> None:
     from _report_data import make_report_dataset
 
     from mcpvs_bidsapp.reports import participant
-    from mcpvs_bidsapp.testing import shared_data_dir
+    from mcpvs_bidsapp.synthetic.datasets import shared_data_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -153,7 +153,7 @@ def test_two_real_participants_and_a_bad_one(shared_data, tmp_path):
     keeps CI inside its budget (the authors' whole-image N4 costs ~10 CPU-minutes per 1 mm
     head) and checks a non-1 mm grid at the same time.
     """
-    from mcpvs_bidsapp.testing import resample_head
+    from mcpvs_bidsapp.synthetic.datasets import resample_head
 
     bad = tmp_path / "bad_4d.nii.gz"
     nb.Nifti1Image(np.ones((40, 40, 40, 3), np.float32), np.eye(4)).to_filename(bad)

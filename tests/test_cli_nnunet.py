@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mcpvs_bidsapp.testing import make_small_bids
+from mcpvs_bidsapp.synthetic.datasets import make_small_bids
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))

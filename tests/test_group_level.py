@@ -14,7 +14,7 @@ import pytest
 from mcpvs_bidsapp.config import Settings
 from mcpvs_bidsapp.group.collect import GroupError, SidecarIndex, collect, normalise_vendor
 from mcpvs_bidsapp.group.run import parse_visual_columns, run_group
-from mcpvs_bidsapp.group.synthetic import write_cohort
+from mcpvs_bidsapp.synthetic.cohort import write_cohort
 
 
 def _settings(root: Path, **kwargs) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mcpvs_bidsapp import phantoms
+from mcpvs_bidsapp.synthetic import phantoms
 
 
 def _disc_fraction(cx: float, cy: float, r: float, n: int = 400) -> float:

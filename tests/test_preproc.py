@@ -20,7 +20,7 @@ from mcpvs_bidsapp.interfaces.brain import deepbet_mask
 from mcpvs_bidsapp.interfaces.fcm import fcm_normalize
 from mcpvs_bidsapp.interfaces.n4 import n4_masked
 from mcpvs_bidsapp.interfaces.validation import InputImageError, ValidateT1w
-from mcpvs_bidsapp.testing import resample_head
+from mcpvs_bidsapp.synthetic.datasets import resample_head
 from mcpvs_bidsapp.workflows.preproc import init_preproc_wf
 
 

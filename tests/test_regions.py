@@ -18,7 +18,7 @@ from mcpvs_bidsapp.interfaces.samseg import (
     read_sbtiv,
     seg_to_native,
 )
-from mcpvs_bidsapp.testing import resample_head
+from mcpvs_bidsapp.synthetic.datasets import resample_head
 from mcpvs_bidsapp.workflows.regions import init_regions_wf
 
 # ---------------------------------------------------------------- label extraction (unit)

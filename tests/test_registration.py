@@ -8,7 +8,7 @@ import pytest
 from nibabel.processing import resample_from_to
 
 from mcpvs_bidsapp.registration import RegistrationJob, Warp, run_registration
-from mcpvs_bidsapp.testing import resample_head
+from mcpvs_bidsapp.synthetic.datasets import resample_head
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mcpvs_bidsapp.bids import collect_t1w
-from mcpvs_bidsapp.testing import make_small_bids, resample_head
+from mcpvs_bidsapp.synthetic.datasets import make_small_bids, resample_head
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -407,7 +407,7 @@ def _read_outputs(root: Path) -> dict[str, object]:
 @pytest.mark.slow
 def test_array_then_group_equals_local_run(slurm_env, shared_data, tmp_path):
     """3 real heads through SLURM (array + dependent group) give the outputs of a local run."""
-    from mcpvs_bidsapp.testing import make_small_bids
+    from mcpvs_bidsapp.synthetic.datasets import make_small_bids
 
     bids = make_small_bids(tmp_path / "bids", shared_data, n_participants=3, zoom_mm=2.0)
     # N4 inside the brain mask (what auto picks for vesselness), named so the comparison

@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mcpvs_bidsapp import metrics, phantoms, vesselness
+from mcpvs_bidsapp import metrics, vesselness
+from mcpvs_bidsapp.synthetic import phantoms
 
 # a box around both basal ganglia and the periventricular/central WM of nilearn's MNI152:
 # small enough for fast tests, large enough to hold BG and WM tubes

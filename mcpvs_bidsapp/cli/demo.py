@@ -1,8 +1,8 @@
 """``mcpvs demo DEST``: build a small BIDS dataset with known PVS and run the app on it.
 
 The images come from nilearn's bundled MNI152 template (shipped in its wheel, no download)
-with synthetic PVS inserted by :mod:`mcpvs_bidsapp.phantoms`; the inserted tubes are written
-as manual masks so the group level can score the segmentation against known truth.
+with synthetic PVS inserted by :mod:`mcpvs_bidsapp.synthetic.phantoms`; the inserted tubes
+are written as manual masks so the group level can score the segmentation against known truth.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ DEMO_PARTICIPANTS = {
 
 def build_demo_dataset(dest: Path, participants: dict | None = None) -> tuple[Path, Path]:
     """Write ``dest/bids`` and ``dest/manual_masks``; return both paths."""
-    from mcpvs_bidsapp.phantoms import phantom_from_mni
+    from mcpvs_bidsapp.synthetic.phantoms import phantom_from_mni
 
     participants = participants or DEMO_PARTICIPANTS
     bids = Path(dest) / "bids"

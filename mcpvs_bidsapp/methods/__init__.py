@@ -1,0 +1,1 @@
+"""PVS segmentation methods and region schemes, each one file behind a registry."""

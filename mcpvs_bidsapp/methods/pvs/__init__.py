@@ -1,0 +1,1 @@
+"""PVS segmenters (the built-in method, nnU-Net models)."""
