@@ -85,29 +85,32 @@ def resolve_method(settings: Settings) -> tuple[str, dict | None]:
     """Which PVS method runs, decided once for the whole invocation (never per participant).
 
     ``auto`` takes the nnU-Net model when it is installed in the model store, else the
-    built-in vesselness method; the choice is logged and recorded in every sidecar.
+    built-in vesselness method; the choice is logged and recorded in every sidecar. A model
+    that is installed but fails verification stops the run (no silent fallback).
     """
     method = settings.method
-    model_installed = False
+    model = None
     if method in ("auto", "nnunet"):
-        try:
-            from mcpvs_bidsapp.models.store import get_model
+        from mcpvs_bidsapp.models.store import ModelNotFoundError, get_model
 
-            get_model(settings.model, settings.model_store)
-            model_installed = True
-        except ImportError:
-            model_installed = False
-        except Exception as err:  # not installed, tampered, unreadable: say which
+        try:
+            model = get_model(settings.model, settings.model_store)
+        except ModelNotFoundError as err:
             if method == "nnunet":
                 raise BIDSError(f"model {settings.model!r}: {err}") from err
-            LOGGER.warning("nnU-Net model %r not usable (%s)", settings.model, err)
+        except Exception as err:  # installed but tampered or unreadable: never fall back
+            raise BIDSError(
+                f"model {settings.model!r}: installed but failed verification: {err}"
+                if method == "auto"
+                else f"model {settings.model!r}: {err}"
+            ) from err
     if method == "auto":
-        method = "nnunet" if model_installed else "vesselness"
+        method = "nnunet" if model is not None else "vesselness"
         LOGGER.warning(
             "PVS method: %s (%s)",
             method,
             f"model {settings.model!r} from {settings.model_store}"
-            if model_installed
+            if model is not None
             else f"no model {settings.model!r} in {settings.model_store}; built-in method",
         )
     if method == "vesselness":
@@ -115,6 +118,9 @@ def resolve_method(settings: Settings) -> tuple[str, dict | None]:
     options = {
         "model_name": settings.model,
         "model_store": str(settings.model_store),
+        # the verified checksum is a node input: a model reinstalled under the same name is a
+        # new cache key, not the old prediction reused from the work directory
+        "model_checksum": model.checksum,
         "device": settings.device,
         "profile": settings.profile,
     }
