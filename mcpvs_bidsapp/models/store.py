@@ -438,8 +438,8 @@ def install_model(
             _safe_extract(source, root)
         candidates = find_trained_model_folders(root)
         if configuration:
-            candidates = [c for c in candidates if c.name.endswith(f"__{configuration}")] or [
-                c for c in candidates if "__" not in c.name
+            candidates = [c for c in candidates if _configuration_of(c) == configuration] or [
+                c for c in candidates if _configuration_of(c) is None
             ]
         if trainer:
             candidates = [c for c in candidates if c.name.startswith(f"{trainer}__")] or [
@@ -500,6 +500,16 @@ def install_model(
                 shutil.rmtree(staging, ignore_errors=True)
     _VERIFIED.pop(str(final), None)
     return _info_from_manifest(final)
+
+
+def _configuration_of(folder: Path) -> str | None:
+    """The configuration a trained-model folder's path names (v2: its own name, v1: the
+    folder two levels up), or None when the path does not tell."""
+    if model_format(folder) == 1:
+        config = folder.parent.parent.name
+        return config if config in V1_CONFIGURATIONS else None
+    parts = folder.name.split("__")
+    return parts[2] if len(parts) == 3 else None
 
 
 def _check_free(store_dir: Path, name: str, force: bool) -> Path:

@@ -37,6 +37,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -53,7 +54,9 @@ def import_nnunet_v1():
     """``import nnunet`` without its stdout banner and without creating folders."""
     saved = {k: os.environ.pop(k) for k in _V1_PATH_VARS if k in os.environ}
     try:
-        with quiet():
+        with quiet(), warnings.catch_warnings():
+            # its modules import scipy.ndimage.filters/interpolation (deprecated in SciPy 1.x)
+            warnings.simplefilter("ignore", DeprecationWarning)
             import nnunet
             import nnunet.paths  # noqa: F401 - the import that prints and creates folders
             import nnunet.training.network_training.nnUNetTrainer  # noqa: F401
