@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument(
         "--regions", default="fast", choices=["fast", "samseg"], help="region method (default fast)"
     )
+    p_demo.add_argument(
+        "--n4-mask",
+        default="auto",
+        choices=["auto", "whole-image", "brain"],
+        help="N4 mask (default auto: the whole image with an nnU-Net model, as the authors ran)",
+    )
     p_demo.add_argument("--omp-nthreads", type=int, default=None, help="threads per step")
     p_demo.add_argument(
         "-w", "--work-dir", type=Path, default=None, help="keep the work folder here (reusable)"
@@ -185,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 profile=opts.profile,
                 device=opts.device,
                 regions=opts.regions,
+                n4_mask=opts.n4_mask,
                 omp_nthreads=opts.omp_nthreads,
                 work_dir=opts.work_dir,
                 keep=opts.keep,
@@ -248,6 +255,7 @@ def check_demo(
     profile: str = "full-gpu",
     device: str = "auto",
     regions: str = "fast",
+    n4_mask: str = "auto",
     omp_nthreads: int | None = None,
     work_dir: Path | None = None,
     keep: Path | None = None,
@@ -282,7 +290,8 @@ def check_demo(
         out = Path(keep).absolute() if keep else work_dir / "out"
         argv = [str(bids), str(out), "participant", "--method", "nnunet", "--model", model,
                 "--model-store", str(model_store), "--profile", profile, "--device", device,
-                "--regions", regions, "-w", str(work_dir / "work")]  # fmt: skip
+                "--regions", regions, "--n4-mask", n4_mask,
+                "-w", str(work_dir / "work")]  # fmt: skip
         if omp_nthreads:  # --nprocs as large: the run refuses steps wider than the pool
             argv += ["--omp-nthreads", str(omp_nthreads), "--nprocs", str(omp_nthreads)]
         print(
