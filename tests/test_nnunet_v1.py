@@ -331,3 +331,28 @@ def test_tampered_and_malicious_v1_files_are_refused(tiny_v1_model_dir, v1_case,
     with pytest.raises(safe_load.UnsafeModelFileError):
         pvs.predict_pvs(case, "v1", store, device="cpu", folds=[1], **out)
     assert not marker.exists()
+
+
+def test_cpu_device_on_a_gpu_machine(v1_store, v1_case, tmp_path, monkeypatch):
+    """v1 moves the network and every tile to the GPU whenever torch reports one; --device cpu
+    must still run on the CPU (here torch is made to report a GPU it does not have: v1's own
+    ``.cuda()`` calls would fail) and give the same labels."""
+    import torch
+
+    case, _ = v1_case
+    kw = dict(folds=[0], mirroring=False, step_size=0.75)
+    pvs.predict_pvs(case, "tinyv1", v1_store, device="cpu", out_mask=tmp_path / "a.nii.gz",
+                    out_probseg=tmp_path / "ap.nii.gz", **kw)  # fmt: skip
+    pvs._PREDICTORS.clear()  # build the trainer again, under a "GPU" machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    record = pvs.predict_pvs(case, "tinyv1", v1_store, device="cpu",
+                             out_mask=tmp_path / "b.nii.gz", out_probseg=tmp_path / "bp.nii.gz",
+                             **kw)  # fmt: skip
+    assert record["Model"]["Device"] == "cpu"
+    assert torch.cuda.is_available()  # restored to what the caller set
+    for name in ("a", "ap"):
+        other = name.replace("a", "b")
+        np.testing.assert_array_equal(
+            np.asarray(nib.load(tmp_path / f"{name}.nii.gz").dataobj),
+            np.asarray(nib.load(tmp_path / f"{other}.nii.gz").dataobj),
+        )
