@@ -103,7 +103,7 @@ def _n4(a, mask_key, out_key, whole_image=True):
         in_file=a["t1w_valid"],
         in_mask=a[mask_key],
         num_threads=a["threads"],
-        whole_image=whole_image,
+        n4_mask="whole-image" if whole_image else "brain",
     ).run(cwd=_step_dir(a, out_key))
     return {out_key: res.outputs.out_file}
 

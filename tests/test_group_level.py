@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 
 from mcpvs_bidsapp.config import Settings
-from mcpvs_bidsapp.group.collect import GroupError, SidecarIndex, collect, normalise_vendor
+from mcpvs_bidsapp.errors import GroupError, McpvsError
+from mcpvs_bidsapp.group.collect import collect, normalise_vendor
 from mcpvs_bidsapp.group.run import parse_visual_columns, run_group
+from mcpvs_bidsapp.outputs.read import SidecarIndex
 from mcpvs_bidsapp.synthetic.cohort import write_cohort
 
 
@@ -337,7 +339,7 @@ def test_broken_measures_file_names_the_file(tmp_path):
     write_cohort(tmp_path / "out", tmp_path / "bids", n=2, seed=1)
     tsv = tmp_path / "out" / "sub-00001" / "anat" / "sub-00001_desc-pvs_measures.tsv"
     tsv.write_text("region\tfoo\nBG\t1\n")
-    with pytest.raises(GroupError, match="sub-00001_desc-pvs_measures.tsv: missing column"):
+    with pytest.raises(McpvsError, match="sub-00001_desc-pvs_measures.tsv: missing column"):
         collect(tmp_path / "out", tmp_path / "bids")
 
 

@@ -159,9 +159,10 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, shape, fill, message):
     ],
 )
 def test_n4_mask_follows_the_method_unless_chosen(tmp_path, requested, method, whole_image):
-    from mcpvs_bidsapp.bids import T1wInput, parse_entities
+    from mcpvs_bidsapp.bids import T1wInput
     from mcpvs_bidsapp.cli.parser import build_parser
     from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.outputs.read import t1w_entities
     from mcpvs_bidsapp.workflows.base import init_t1w_wf
 
     assert build_parser().get_default("n4_mask") == "auto"
@@ -171,10 +172,11 @@ def test_n4_mask_follows_the_method_unless_chosen(tmp_path, requested, method, w
     options = {"model_name": "m", "model_store": str(tmp_path)} if method == "nnunet" else None
     wf = init_t1w_wf(
         settings,
-        T1wInput(path=path, entities=parse_entities(path)),
+        T1wInput(path=path, entities=t1w_entities(path)),
         method=method,
         nnunet_options=options,
     )
-    assert wf.get_node("preproc_wf.n4").interface.inputs.whole_image is whole_image
+    n4_mask = wf.get_node("preproc_wf.n4").interface.inputs.n4_mask
+    assert n4_mask == ("whole-image" if whole_image else "brain")
     with pytest.raises(ValueError, match="n4_mask"):
         init_preproc_wf(regions="fast", n4_mask="auto")

@@ -25,7 +25,7 @@ from mcpvs_bidsapp.bids import (
 )
 from mcpvs_bidsapp.config import Settings, n4_mask_for
 from mcpvs_bidsapp.interfaces.validation import InputImageError, load_t1w
-from mcpvs_bidsapp.io import write_if_absent_json, write_json
+from mcpvs_bidsapp.outputs.write import write_if_absent_json, write_json
 
 LOGGER = logging.getLogger("mcpvs")
 EXIT_FAILED_PARTICIPANT = 1
@@ -203,7 +203,7 @@ def run_participant(settings: Settings) -> int:
     write_if_absent_json(
         settings.output_dir / "dataset_description.json", dataset_description(container_info())
     )
-    from mcpvs_bidsapp.interfaces.derivatives import write_region_table
+    from mcpvs_bidsapp.outputs.write import write_region_table
 
     write_region_table(settings.output_dir)
 

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 
 from mcpvs_bidsapp import __version__
+from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.write import write_text
 
-FIG_DIR = "group_figures"
+FIG_DIR = spec.GROUP_FIGURES_DIR
 CSS = """
 body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}
@@ -319,8 +321,6 @@ def write_report(dest: Path, output_dir: Path, results: dict, settings) -> Path:
         parts.append(_table(failures, ["participant_id", "session", "source", "error"]))
     parts.append("</body></html>\n")
 
-    from mcpvs_bidsapp.group.run import write_text
-
-    path = dest / "group.html"
+    path = dest / spec.GROUP_REPORT
     write_text(path, "\n".join(parts))
     return path

@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mcpvs_bidsapp import __version__
+from mcpvs_bidsapp.outputs.provenance import N4Mask
 
 BIBFILE = Path(__file__).resolve().parents[1] / "data" / "boilerplate.bib"
 _ENTRY = re.compile(r"@\w+\{(?P<key>[^,]+),(?P<body>.*?)\n\}", re.S)
@@ -62,7 +63,7 @@ def format_reference(key: str) -> str:
     return f"{names} ({ref['year']}). {ref['title']}. {venue}{details}.{doi}"
 
 
-def methods_boilerplate(provenance: dict) -> dict:
+def methods_boilerplate(provenance: dict, *, n4_mask: N4Mask | None = None) -> dict:
     """Methods paragraphs and the references they cite, for the method that really ran."""
     method = str(provenance.get("Method", "n/a"))
     regions = str(provenance.get("Regions", "n/a"))
@@ -89,13 +90,7 @@ def methods_boilerplate(provenance: dict) -> dict:
             extraction = f"brain-extracted with deepbet {c('fisch2024deepbet')}"
         else:
             extraction = "brain-extracted"
-        n4_variant = str(provenance.get("N4", ""))
-        if n4_variant.startswith("whole"):
-            n4_text = "on the brain-masked image with the whole field of view as its mask"
-        elif n4_variant.startswith("brain"):
-            n4_text = "within the brain mask"
-        else:
-            n4_text = "on the brain-masked image"
+        n4_text = n4_mask.methods_text if n4_mask else "on the brain-masked image"
         paragraphs = [
             f"{intro} Each T1w image was {extraction}, corrected for intensity non-uniformity "
             f"with N4 {c('tustison2010n4')} {n4_text} (shrink factor 2, B-spline distance "

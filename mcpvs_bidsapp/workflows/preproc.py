@@ -8,6 +8,7 @@ from nipype.pipeline import engine as pe
 from mcpvs_bidsapp.interfaces.fcm import FCMNormalize
 from mcpvs_bidsapp.interfaces.n4 import N4BiasCorrection
 from mcpvs_bidsapp.interfaces.validation import ValidateT1w
+from mcpvs_bidsapp.outputs.provenance import N4Mask
 from mcpvs_bidsapp.workflows.regions import init_regions_wf
 
 
@@ -43,7 +44,7 @@ def init_preproc_wf(
     validate = pe.Node(ValidateT1w(), name="validate")
     regions_wf = init_regions_wf(method=regions, omp_nthreads=omp_nthreads)
     n4 = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads, whole_image=n4_mask == "whole-image"),
+        N4BiasCorrection(num_threads=omp_nthreads, n4_mask=N4Mask(n4_mask).value),
         name="n4",
         n_procs=omp_nthreads,
     )
