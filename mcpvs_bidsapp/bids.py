@@ -24,6 +24,8 @@ class T1wInput:
 
     path: Path
     entities: dict = field(default_factory=dict)
+    #: a WMH mask on this T1w's grid (``--wmh-derivatives``), for the PVS-WMH overlap
+    wmh_file: Path | None = None
 
     @property
     def subject(self) -> str:

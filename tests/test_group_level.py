@@ -20,12 +20,8 @@ from mcpvs_bidsapp.synthetic.cohort import write_cohort
 
 
 def _settings(root: Path, **kwargs) -> Settings:
-    return Settings(
-        bids_dir=root / "bids",
-        output_dir=root / "out",
-        analysis_level="group",
-        work_dir=root / "work",
-        **kwargs,
+    return Settings.from_options(
+        root / "bids", root / "out", "group", work_dir=root / "work", **kwargs
     )
 
 

@@ -231,7 +231,8 @@ def write_report(dest: Path, output_dir: Path, results: dict, settings) -> Path:
         parts.append("<h2>PVS volume and visual scores (paper Fig. 2)</h2><h3>Spearman</h3>")
         parts.append(_table(results["spearman"]))
         parts.append(
-            f"<h3>One-way ANOVA (groups &lt; {settings.min_group_size} participants excluded)</h3>"
+            f"<h3>One-way ANOVA (groups &lt; {settings.group.min_group_size} participants "
+            "excluded)</h3>"
         )
         parts.append(
             _table(

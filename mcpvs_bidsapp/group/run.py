@@ -107,8 +107,8 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         )
 
     # multiple linear regression (Table 3)
-    if settings.covariates:
-        covariates = _resolve(table, settings.covariates, "--covariates")
+    if settings.group.covariates:
+        covariates = _resolve(table, settings.group.covariates, "--covariates")
         frames = []
         for outcome in ("bg_pvsnm", "wm_pvsnm"):
             models = [("covariates", None)] + ([("covariates+vendor", "vendor")] if vendor else [])
@@ -127,8 +127,8 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         )
 
     # visual scores: Spearman, ANOVA, Dunnett's T3 (section 2.7, Fig. 2)
-    if settings.visual_score_columns:
-        pairs = parse_visual_columns(settings.visual_score_columns)
+    if settings.group.visual_score_columns:
+        pairs = parse_visual_columns(settings.group.visual_score_columns)
         columns = _resolve(table, [c for _, c in pairs], "--visual-score-columns")
         pairs = [(region, col) for (region, _), col in zip(pairs, columns, strict=True)]
         sp_rows, an_rows, ph_frames = [], [], []
@@ -140,7 +140,8 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
                 score = pd.to_numeric(sub[column], errors="coerce")
                 head = {"region": region, "score_column": column, "vendor": v}
                 sp_rows.append(head | stats.spearman(sub[volume], score))
-                kept, dropped = stats.split_groups(sub[volume], score, settings.min_group_size)
+                min_n = settings.group.min_group_size
+                kept, dropped = stats.split_groups(sub[volume], score, min_n)
                 kept = {_label(k): x for k, x in kept.items()}
                 anova = stats.oneway_anova(kept)
                 an_rows.append(
@@ -174,7 +175,7 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
             results["files"][key] = write_tsv(results[key], dest / f"{name}.tsv", name)
 
     # longitudinal consistency (section 2.8)
-    icc_frame = _icc_table(table, settings.min_group_size, notes)
+    icc_frame = _icc_table(table, settings.group.min_group_size, notes)
     if icc_frame is not None:
         results["icc"] = icc_frame
         results["files"]["icc"] = write_tsv(
@@ -182,10 +183,10 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         )
 
     # manual masks (section 2.6, Table 2, Fig. 1)
-    if settings.manual_masks:
+    if settings.group.manual_masks:
         from mcpvs_bidsapp.group import manual
 
-        manual_dir = Path(settings.manual_masks)
+        manual_dir = Path(settings.group.manual_masks)
         if not manual_dir.is_dir():
             raise GroupError(f"--manual-masks {manual_dir}: no such folder")
         per_run = manual.manual_metrics(table, settings.output_dir, manual_dir)
@@ -266,9 +267,9 @@ def _run(settings) -> int:
     coll: Collection = collect(
         output_dir,
         settings.bids_dir,
-        participant_label=settings.participant_label,
-        session_label=settings.session_label,
-        vendor_column=settings.vendor_column,
+        participant_label=settings.selection.participant_label,
+        session_label=settings.selection.session_label,
+        vendor_column=settings.group.vendor_column,
     )
     for warning in coll.warnings:
         LOGGER.warning(warning)
@@ -279,7 +280,7 @@ def _run(settings) -> int:
             f" found; {len(coll.failures)} failed run(s) listed in group_failures.tsv"
         )
     groups = method_groups(coll.table)
-    split = bool(getattr(settings, "split_by_method", False))
+    split = settings.group.split_by_method
     if len(groups) > 1 and not split:
         desc = "; ".join(f"{method_label(key)}: {len(sub)} run(s)" for key, sub in groups.items())
         raise GroupError(
