@@ -93,7 +93,7 @@ def read_participants(bids_dir: Path | None) -> pd.DataFrame | None:
 
 
 def _iter_measures(output_dir: Path, participants: list[str], sessions: list[str]):
-    """Yield every ``*_desc-pvs_measures.tsv`` under ``sub-*/[ses-*/]anat``."""
+    """Yield every measures table (``spec.MEASURES``) under ``sub-*/[ses-*/]anat``."""
     with os.scandir(output_dir) as it:
         subjects = sorted(e.name for e in it if e.name.startswith("sub-") and e.is_dir())
     for sub in subjects:
@@ -147,7 +147,7 @@ def _status_runs(output_dir: Path, participants: list[str]) -> dict[str, dict]:
 
 def _method_info(measures_json: dict, mask_json: dict, preproc_json: dict) -> dict:
     """Method / model provenance, from the measures sidecar, else the mask sidecar (the N4
-    variant, else the desc-preproc_T1w sidecar)."""
+    variant, else the preprocessed T1w's sidecar)."""
     model = mask_json.get(Key.MODEL) or {}
     method = measures_json.get(Key.METHOD) or mask_json.get(Key.METHOD)
     name = measures_json.get(Key.MODEL_NAME) or model.get("Name")
@@ -245,7 +245,7 @@ def collect(
         if ok and has_outputs:
             continue
         if ok:
-            reason = "status says success but no desc-pvs_measures.tsv was found"
+            reason = f"status says success but no *{MEASURES_SUFFIX} was found"
         else:
             reason = str(status["error"] or "failed (no error message recorded)")
             if has_outputs:

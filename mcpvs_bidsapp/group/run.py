@@ -276,7 +276,7 @@ def _run(settings) -> int:
     write_tsv(coll.failures, output_dir / "group_failures.tsv", "group_failures")
     if coll.table.empty:
         raise GroupError(
-            f"{output_dir}: no participant outputs (sub-*/[ses-*/]anat/*_desc-pvs_measures.tsv)"
+            f"{output_dir}: no participant outputs (sub-*/[ses-*/]anat/*{spec.MEASURES.suffix})"
             f" found; {len(coll.failures)} failed run(s) listed in group_failures.tsv"
         )
     groups = method_groups(coll.table)

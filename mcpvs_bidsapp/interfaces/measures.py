@@ -28,8 +28,8 @@ class _MeasuresInputSpec(BaseInterfaceInputSpec):
 
 
 class _MeasuresOutputSpec(TraitedSpec):
-    out_measures = File(exists=True, desc="desc-pvs_measures.tsv")
-    out_clusters = File(exists=True, desc="desc-pvs_clusters.tsv")
+    out_measures = File(exists=True, desc="the measures table (spec.MEASURES)")
+    out_clusters = File(exists=True, desc="the cluster census (spec.CLUSTERS)")
 
 
 class PVSMeasures(SimpleInterface):

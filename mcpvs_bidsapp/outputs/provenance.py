@@ -2,7 +2,7 @@
 
 Each value a sidecar carries has one spelling here. The N4 variant, for instance, is the
 :class:`N4Mask` enum everywhere in the code; its ``record`` text is what the
-``desc-preproc_T1w.json`` ``N4.N4Mask`` field has said since the first release, and
+preprocessed T1w sidecar's ``N4.N4Mask`` field has said since the first release, and
 :meth:`N4Mask.from_record` is the one place that reads it back (older outputs carry only
 that text).
 """
@@ -48,7 +48,7 @@ class N4Mask(StrEnum):
 
     @property
     def record(self) -> str:
-        """The ``N4.N4Mask`` text of the desc-preproc_T1w sidecar."""
+        """The ``N4.N4Mask`` text of the preprocessed T1w's sidecar."""
         return {N4Mask.WHOLE_IMAGE: "whole image (no -x)", N4Mask.BRAIN: "brain mask (-x)"}[self]
 
     @property
@@ -76,7 +76,7 @@ class N4Mask(StrEnum):
     @classmethod
     def parse(cls, value: object) -> N4Mask | None:
         """The variant from a measures sidecar's ``N4Mask`` (``whole-image``/``brain``), a
-        desc-preproc_T1w ``N4.N4Mask`` record (``whole image (no -x)``), or None."""
+        preprocessed T1w ``N4.N4Mask`` record (``whole image (no -x)``), or None."""
         text = str(value or "").strip().lower()
         if not text or text == "n/a":
             return None
@@ -84,7 +84,7 @@ class N4Mask(StrEnum):
 
     @classmethod
     def from_record(cls, n4_parameters: dict) -> N4Mask | None:
-        """The variant of a desc-preproc_T1w sidecar's ``N4`` record."""
+        """The variant of a preprocessed T1w sidecar's ``N4`` record."""
         return cls.parse((n4_parameters or {}).get(Key.N4_MASK))
 
 

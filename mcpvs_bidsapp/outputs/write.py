@@ -120,7 +120,8 @@ def write_tsv(final: Path | str, frame) -> Path:
 
 
 def write_region_table(out_root: Path | str) -> Path:
-    """Top-level ``desc-regions_dseg.tsv`` (index, name), shared by every dseg."""
+    """The top-level region table (``spec.REGION_TABLE_FILE``: index, name), shared by every
+    regions image."""
     import pandas as pd
 
     from mcpvs_bidsapp.outputs.spec import REGION_TABLE, REGION_TABLE_FILE

@@ -8,7 +8,7 @@ The PyPI ``samseg`` package is the same Python/GEMS code with the same atlas
 * :func:`run_samseg` runs ``run_samseg`` in a child process (its GEMS/ITK threads and its
   ~3 GiB are released when it exits) and converts ``seg.mgz`` to NIfTI on the input's exact grid.
 * :func:`labels_to_regions` turns the Samseg labels into the brain mask and the region map
-  (``desc-regions_dseg``); :func:`read_sbtiv` reads the intracranial volume.
+  (``spec.REGIONS_DSEG``); :func:`read_sbtiv` reads the intracranial volume.
 
 The Nipype adaptors are in :mod:`mcpvs_bidsapp.interfaces.samseg`.
 """
