@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -155,9 +155,6 @@ class Settings:
             analysis_level,
             **{name: section(**values[name]) for name, section in _SECTIONS.items()},
         )
-
-    def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self), default=str))
 
     def resolve(self) -> RunPlan:
         """Decide everything ``auto`` leaves open; one line (:class:`BIDSError`) if impossible."""
