@@ -187,37 +187,33 @@ def test_malicious_v2_checkpoint_never_runs(tiny_model_dir, tmp_path, capsys, fm
 @pytest.mark.slow
 def test_auto_stops_on_a_model_that_fails_verification(tiny_model_dir, tmp_path):
     """Item 11: installed but tampered -> the run stops (no fallback, the right message)."""
-    from mcpvs_bidsapp.bids import BIDSError
-    from mcpvs_bidsapp.cli.run import resolve_method
     from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.errors import BIDSError
+    from mcpvs_bidsapp.methods import resolve_segmenter
 
     store = tmp_path / "store"
 
     def settings(method="auto"):
-        return Settings(bids_dir=tmp_path, output_dir=tmp_path / "out",
-                        analysis_level="participant", method=method, model="tiny",
-                        model_store=store)  # fmt: skip
+        return Settings.from_options(tmp_path, tmp_path / "out", "participant", method=method,
+                                     model="tiny", model_store=store)  # fmt: skip
 
-    assert resolve_method(settings()) == ("vesselness", None)  # not installed: built-in method
+    assert resolve_segmenter(settings())[0].name == "vesselness"  # not installed: built-in
     info = ms.install_model(_v2_folder(tiny_model_dir, tmp_path / "src"), "tiny", store)
-    method, options = resolve_method(settings())
-    assert method == "nnunet" and options["model_checksum"] == info.checksum
+    segmenter, options = resolve_segmenter(settings())
+    assert segmenter.name == "nnunet" and options["model_checksum"] == info.checksum
     with open(info.path / "plans.json", "a") as fobj:  # tampered after install
         fobj.write(" ")
     for method in ("auto", "nnunet"):
-        with pytest.raises(BIDSError, match="checksum mismatch") as err:
-            resolve_method(settings(method))
-        assert "no model" not in str(err.value)
-    assert "installed but failed verification" in str(
-        pytest.raises(BIDSError, resolve_method, settings()).value
-    )
+        with pytest.raises(BIDSError, match="installed but failed verification.*checksum") as err:
+            resolve_segmenter(settings(method))
+        assert "no model" not in str(err.value) and len(str(err.value).splitlines()) == 1
 
 
 @pytest.mark.slow
 def test_reinstalled_model_is_not_served_from_the_cache(tiny_model_dir, tmp_path):
     """Item 12: same name, other weights, same work dir -> the new model's prediction."""
-    from mcpvs_bidsapp.cli.run import resolve_method
     from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.methods import resolve_segmenter
     from mcpvs_bidsapp.methods.pvs.nnunet import predict_pvs
     from mcpvs_bidsapp.workflows.segment import init_segment_wf
 
@@ -227,14 +223,14 @@ def test_reinstalled_model_is_not_served_from_the_cache(tiny_model_dir, tmp_path
     shutil.copy2(
         second / "fold_1" / "checkpoint_final.pth", second / "fold_0" / "checkpoint_final.pth"
     )
-    settings = Settings(
-        bids_dir=tmp_path, output_dir=tmp_path / "out", analysis_level="participant",
-        method="nnunet", model="m", model_store=store, device="cpu", folds=[0], profile="fast-cpu",
+    settings = Settings.from_options(
+        tmp_path, tmp_path / "out", "participant", method="nnunet", model="m",
+        model_store=store, device="cpu", folds=[0], profile="fast-cpu",
     )  # fmt: skip
 
     def run_workflow() -> np.ndarray:
-        _, options = resolve_method(settings)
-        wf = init_segment_wf(method="nnunet", nnunet_options=options)
+        _, options = resolve_segmenter(settings)
+        wf = init_segment_wf(method="nnunet", options=options)
         wf.base_dir = str(tmp_path / "work")
         wf.inputs.inputnode.preproc_t1w = str(case)
         wf.run(plugin="Linear")

@@ -266,6 +266,7 @@ def check_demo(
     from mcpvs_bidsapp import metrics
     from mcpvs_bidsapp.cli import run as run_cli
     from mcpvs_bidsapp.models.store import get_model
+    from mcpvs_bidsapp.outputs import spec
 
     raw, expected = Path(raw).absolute(), Path(expected).absolute()
     t1, truth = _load_mask_pair(raw, expected)
@@ -300,7 +301,7 @@ def check_demo(
             flush=True,
         )
         code = run_cli.main(argv)
-        found = sorted((out / "sub-demo").rglob("*desc-pvs_mask.nii*"))
+        found = sorted((out / "sub-demo").rglob(f"*{spec.PVS_MASK.suffix}"))
         if code != 0 or not found:
             print(
                 f"mcpvs models: error: the participant run failed (exit {code}); see "

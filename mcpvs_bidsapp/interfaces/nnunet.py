@@ -20,16 +20,15 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from mcpvs_bidsapp.errors import ModelStoreError, NnUNetError
 from mcpvs_bidsapp.methods.pvs.nnunet import (  # noqa: F401 - re-exported for callers
     PROFILES,
-    NnUNetError,
     PVSPredictor,
     predict_pvs,
     pvs_label,
     resolve_device,
     resolve_profile,
 )
-from mcpvs_bidsapp.models.store import ModelStoreError
 
 # --------------------------------------------------------------------------- Nipype interface
 
@@ -46,7 +45,9 @@ class _NnUNetPredictInputSpec(BaseInterfaceInputSpec):
     num_threads = traits.Int(1, usedefault=True, desc="torch CPU threads (--omp-nthreads)")
     pvs_label = traits.Str(desc="name of the model's PVS label (default: found from dataset.json)")
     model_checksum = traits.Str(
-        desc="checksum of the verified model the run was planned with (part of the cache key)"
+        desc="checksum verified when the run was planned: part of the node's inputs, so a model "
+        "reinstalled under the same name never reuses a cached prediction, and a model that "
+        "changed since is refused (before it is loaded)"
     )
     postprocessing = traits.Bool(
         True, usedefault=True, desc="apply a v1 model's postprocessing.json when it has one"

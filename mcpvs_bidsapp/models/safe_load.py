@@ -34,7 +34,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from mcpvs_bidsapp.models.store import ModelStoreError
+from mcpvs_bidsapp.errors import ModelStoreError, UnsafeModelFileError
 
 #: (module, name) of every global a real v1 plans.pkl / *.model.pkl holds
 PICKLE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
@@ -50,10 +50,6 @@ PICKLE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
         ("_codecs", "encode"),
     }
 )
-
-
-class UnsafeModelFileError(ModelStoreError):
-    """A model file holds something no real nnU-Net file holds; it was not loaded."""
 
 
 def _numpy_object(module: str, name: str):

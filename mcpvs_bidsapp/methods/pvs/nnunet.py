@@ -1,4 +1,7 @@
-"""PVS segmentation with an installed nnU-Net model (mcPVS-Net), v1 or v2, in-process.
+"""Segmenter ``nnunet``: an installed nnU-Net model (mcPVS-Net), v1 or v2, in-process.
+
+:class:`NnUNetSegmenter` (registered as ``nnunet``, docs/models.md) plans the run and builds
+the Nipype node; the computation is :class:`PVSPredictor`, usable without Nipype.
 
 :class:`PVSPredictor` follows nnU-Net's own ``nnUNetPredictor``: settings first, then
 :meth:`~PVSPredictor.load_and_verify` (checksums of every file, then every pickle through the
@@ -35,14 +38,19 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from mcpvs_bidsapp.models.store import ModelInfo, ModelStoreError, get_model
+from mcpvs_bidsapp.errors import BIDSError, ModelNotFoundError, ModelStoreError, NnUNetError
+from mcpvs_bidsapp.methods import register_segmenter
+from mcpvs_bidsapp.methods.base import SEGMENTER_INPUTS, SEGMENTER_OUTPUTS, Cite, step_mem_gb
+from mcpvs_bidsapp.models.store import ModelInfo, get_model
+from mcpvs_bidsapp.outputs.provenance import N4Mask
 
 LOGGER = logging.getLogger("mcpvs.nnunet")
 
@@ -52,10 +60,6 @@ PROFILE_SETTINGS = {
     "full-gpu": {"folds": "all", "mirroring": True, "step_size": 0.5},
     "fast-cpu": {"folds": "first", "mirroring": False, "step_size": 0.75},
 }
-
-
-class NnUNetError(RuntimeError):
-    """The model cannot run on this input or device; one line for the user."""
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -454,7 +458,7 @@ class PVSPredictor:
     """An installed nnU-Net model (v1 or v2), verified and loaded, that segments PVS.
 
     >>> predictor = PVSPredictor(model_name="mcpvsnet", profile="fast-cpu").load_and_verify()
-    >>> prediction = predictor.predict("sub-01_desc-preproc_T1w.nii.gz")  # doctest: +SKIP
+    >>> prediction = predictor.predict("t1w.nii.gz")  # doctest: +SKIP
     """
 
     def __init__(
@@ -606,3 +610,104 @@ def predict_pvs(
         model_name=model_name, model_store=model_store, pvs_label=label, **settings
     )
     return predictor.load_and_verify().predict_to_files(in_file, out_mask, out_probseg)
+
+
+# --------------------------------------------------------------------------- the segmenter
+
+
+class NnUNetSegmenter:
+    name = "nnunet"
+    summary = "an installed nnU-Net model (mcPVS-Net when installed; see mcpvs models)"
+    #: the authors' whole-image N4: the image the model was trained on
+    default_n4_mask = N4Mask.WHOLE_IMAGE
+    auto_priority = 10  #: before the built-in method whenever a model is installed
+    node_gb = 8.0  #: peak memory on a 1 mm whole head (CPU, fast profile)
+
+    def available(self, settings) -> bool:
+        """A model of the requested name is installed (whether it verifies is decided in
+        :meth:`resolve`: an installed model that fails its checks stops the run rather than
+        silently giving way to another method)."""
+        from mcpvs_bidsapp.models.store import find_model
+
+        try:
+            find_model(settings.model.name, settings.model.store)
+        except ModelStoreError:
+            return False
+        return True
+
+    def resolve(self, settings) -> Mapping[str, Any]:
+        from mcpvs_bidsapp.models.store import get_model
+
+        model = settings.model
+        try:
+            info = get_model(model.name, model.store)  # every file re-hashed
+        except ModelNotFoundError as err:
+            raise BIDSError(f"model {model.name!r}: {err}") from err
+        except ModelStoreError as err:  # installed but unusable: never another method instead
+            raise BIDSError(
+                f"model {model.name!r}: installed but failed verification: {err}"
+            ) from err
+        options: dict[str, Any] = {
+            "model_name": model.name,
+            "model_store": str(model.store),
+            "model_checksum": info.checksum,
+            "device": model.device,
+            "profile": model.profile,
+        }
+        if model.folds is not None:
+            options["folds"] = list(model.folds)
+        if model.mirroring is not None:
+            options["mirroring"] = model.mirroring
+        if model.step_size is not None:
+            options["step_size"] = model.step_size
+        return options
+
+    def mem_gb(self, n_voxels: int) -> float:
+        return step_mem_gb(self.node_gb, n_voxels)
+
+    def init_workflow(
+        self, *, options: Mapping[str, Any], omp_nthreads: int, n_voxels: int, name: str
+    ):
+        from nipype.interfaces import utility as niu
+        from nipype.pipeline import engine as pe
+
+        from mcpvs_bidsapp.interfaces.nnunet import NnUNetPredict
+
+        workflow = pe.Workflow(name=name)
+        inputnode = pe.Node(niu.IdentityInterface(fields=list(SEGMENTER_INPUTS)), name="inputnode")
+        outputnode = pe.Node(
+            niu.IdentityInterface(fields=list(SEGMENTER_OUTPUTS)), name="outputnode"
+        )
+        segment = pe.Node(
+            NnUNetPredict(num_threads=omp_nthreads, **dict(options)),
+            name="nnunet",
+            n_procs=omp_nthreads,
+            mem_gb=self.mem_gb(n_voxels),
+        )
+        workflow.connect([
+            (inputnode, segment, [("preproc_t1w", "in_file")]),
+            (segment, outputnode, [("out_mask", "pvs_mask"), ("out_probseg", "pvs_probseg"),
+                                   ("out_parameters", "parameters")]),
+        ])  # fmt: skip
+        return workflow
+
+    def methods_text(self, provenance: Mapping[str, Any], cite: Cite) -> str:
+        model = provenance.get("Model name", "mcPVS-Net")
+        version = provenance.get("Model nnunetversion")
+        text = (
+            f"PVS were segmented with the nnU-Net {cite('isensee2021nnunet')} "
+            f"{f'v{version} ' if version else ''}model {model} "
+            f"(checksum {provenance.get('Model checksum', 'n/a')}; configuration "
+            f"{provenance.get('Model configuration', 'n/a')}; trainer "
+            f"{provenance.get('Model trainer', 'n/a')}; folds "
+            f"{provenance.get('Model folds', 'n/a')})."
+        )
+        if '"Applied": true' in str(provenance.get("Model postprocessing", "")):
+            text += (
+                " The model's nnU-Net postprocessing (postprocessing.json: only the largest "
+                "connected component kept for the listed labels) was applied."
+            )
+        return text
+
+
+register_segmenter(NnUNetSegmenter())

@@ -43,8 +43,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mcpvs_bidsapp.methods.pvs.nnunet import LOGGER, NnUNetError, find_trainer_class, quiet
-from mcpvs_bidsapp.models.store import ModelInfo, ModelStoreError
+from mcpvs_bidsapp.errors import ModelStoreError, NnUNetError
+from mcpvs_bidsapp.methods.pvs.nnunet import LOGGER, find_trainer_class, quiet
+from mcpvs_bidsapp.models.store import ModelInfo
 
 #: environment variables whose folders ``nnunet.paths`` creates at import
 _V1_PATH_VARS = ("nnUNet_raw_data_base", "nnUNet_preprocessed", "RESULTS_FOLDER")
