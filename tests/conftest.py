@@ -52,3 +52,17 @@ def tiny_v1_model_dir(tmp_path_factory) -> Path:
     cache = os.environ.get("MCPVS_TEST_NNUNET_V1_CACHE")
     workdir = Path(cache) if cache else tmp_path_factory.getbasetemp() / "tiny_nnunet_v1"
     return build_tiny_v1_model(workdir)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip with the reason where torch sees no CUDA GPU (checked once)."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; torch sees none here")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -132,14 +132,8 @@ def test_node_equals_nnunet_cli(
         assert _dice(mask, truth) > 0.7
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU; torch sees none here")
+@pytest.mark.gpu
 @pytest.mark.parametrize("profile", ["fast-cpu", "full-gpu"])
 def test_gpu_mask_equals_cpu(tiny_store, oblique_case, tmp_path, profile):
     """--device auto takes the GPU, and the GPU's mask is the CPU's (probabilities to 1e-2)."""
