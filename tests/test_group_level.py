@@ -327,7 +327,7 @@ def test_success_without_outputs_and_newest_status_win(tmp_path):
     coll = collect(tmp_path / "out", tmp_path / "bids")
     assert list(coll.table["participant_id"]) == ["sub-00001", "sub-00003"]
     failures = coll.failures.set_index("participant_id")
-    assert "no desc-pvs_measures.tsv" in failures.loc["sub-00002", "error"]
+    assert "no *_desc-pvs_measures.tsv" in failures.loc["sub-00002", "error"]
     assert failures.loc["sub-00003", "error"].startswith("disk full")
 
 

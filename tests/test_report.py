@@ -214,9 +214,8 @@ def test_nnunet_provenance_is_shown(tmp_path):
     prov = _provenance(sidecar)
     assert prov["Model checksum"] == "sha256:abc123" and prov["Model folds"] == "0, 1, 2, 3, 4"
     text = " ".join(methods_boilerplate(prov)["paragraphs"])
-    assert "mcpvsnet (checksum sha256:abc123; configuration 3d_fullres; folds 0, 1, 2, 3, 4)" in (
-        text
-    )
+    assert "model mcpvsnet (checksum sha256:abc123; configuration 3d_fullres;" in text
+    assert "folds 0, 1, 2, 3, 4)" in text
 
 
 def test_boilerplate_says_which_brain_mask_and_n4_ran():

@@ -106,7 +106,9 @@ def methods_boilerplate(provenance: dict, *, n4_mask: N4Mask | None = None) -> d
     regions_text = (
         scheme.regions_text(c)
         if scheme
-        else f"mcpvs's '{regions}' regions method (see the measures sidecar)"
+        # an unregistered scheme (a plugin not installed here) still never passes for Samseg
+        else f"mcpvs's '{regions}' regions method (see the measures sidecar), not from Samseg "
+        f"{c('puonti2016samseg')} as in the original work"
     )
     paragraphs.append(
         f"Basal ganglia (BG) and cerebral white matter (WM) regions came from {regions_text}. "
