@@ -102,6 +102,18 @@ def is_oblique(affine: np.ndarray) -> bool:
 #: have affines that differ in float32's last digits once permuted (up to 4e-6 mm measured),
 #: which would give them different numbers; 1 µm is far below any voxel
 FRAME_QUANTUM_MM = 1e-3
+#: voxel sizes and axes are quantised to this (mm): an oblique copy's column norms differ from
+#: the straight one's by float32 rounding (~1e-7 mm), enough to change N4's B-spline mesh
+#: and so ~0.001 % of its output, and to flip 2 voxels of the WM region on a 2 mm head
+VOXEL_QUANTUM_MM = 1e-4
+
+
+def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel sizes (mm) from the affine's columns, quantised (:data:`VOXEL_QUANTUM_MM`):
+    what the voxel-wise steps that work in mm (N4, the built-in method) use, so that every
+    storage order of an image gives them the same numbers."""
+    norms = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    return tuple(float(v) for v in np.round(norms / VOXEL_QUANTUM_MM) * VOXEL_QUANTUM_MM)
 
 
 def deobliqued_copy(img: nb.spatialimages.SpatialImage) -> nb.Nifti1Image:
@@ -117,7 +129,7 @@ def deobliqued_copy(img: nb.spatialimages.SpatialImage) -> nb.Nifti1Image:
     affine = affine.copy()
     rzs = affine[:3, :3]
     rzs[np.abs(rzs) < 1e-6 * np.abs(rzs).max()] = 0.0  # rounding left by the rotation
-    affine[:3, :3] = np.round(rzs, 6)
+    affine[:3, :3] = np.round(rzs / VOXEL_QUANTUM_MM) * VOXEL_QUANTUM_MM
     affine[:3, 3] = np.round(affine[:3, 3] / FRAME_QUANTUM_MM) * FRAME_QUANTUM_MM
     header = img.header.copy() if isinstance(img, nb.Nifti1Image) else None
     out = nb.Nifti1Image(np.asanyarray(img.dataobj), affine, header)

@@ -198,8 +198,9 @@ def check_output_dir(output_dir: Path | str) -> None:
 
     Its dataset_description.json must say ``GeneratedBy: [{"Name": "mcpvs"}]``; without one,
     the folder must hold no ``sub-*`` entries (an empty or a new folder is fine). mcpvs names
-    its files like fMRIPrep (``sub-01_desc-preproc_T1w.nii.gz``, ``desc-brain_mask``), so
-    sharing a folder would overwrite the other pipeline's files (issue #17, item 6).
+    its preprocessed T1w and brain mask as fMRIPrep does (``spec.PREPROC_T1W``,
+    ``spec.BRAIN_MASK``), so sharing a folder would overwrite the other pipeline's files
+    (issue #17, item 6).
     """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
