@@ -363,6 +363,7 @@ def test_an_unwritable_participant_folder_costs_only_that_participant(
 def test_engine_errors_reach_the_status(tmp_path, shared_data, capsys, monkeypatch):
     """An error of the Nipype engine itself (no crash file) is the T1w's error line, not
     "processing did not finish"."""
+
     def refuse(self, *args, **kwargs):
         raise RuntimeError("Insufficient resources available for job:\n  n4 needs 4 procs")
 
