@@ -162,7 +162,8 @@ def test_foreign_output_dir_is_refused(shared_data, tmp_path):
     with pytest.raises(OutputFolderError, match="a raw BIDS dataset"):
         check_output_dir(bids)
     bare = tmp_path / "bare"
-    (bare / "sub-07").mkdir(parents=True)
+    (bare / "sub-07" / "anat").mkdir(parents=True)
+    (bare / "sub-07" / "anat" / "sub-07_desc-preproc_T1w.nii.gz").write_bytes(b"someone's")
     with pytest.raises(OutputFolderError, match="holds sub-07 but no dataset_description"):
         check_output_dir(bare)
     check_output_dir(tmp_path / "new")  # a new or empty folder is fine
@@ -286,3 +287,15 @@ def test_lock_survives_forked_workers(tmp_path):
         del other
     finally:
         locks.close()
+
+
+def test_a_neighbouring_task_that_just_started_is_not_foreign(tmp_path):
+    """A SLURM task may see another task's fresh ``sub-*/log`` (its lock) before any file of
+    the dataset is there: that folder is still one of ours."""
+    out = tmp_path / "out"
+    (out / "sub-01" / "log").mkdir(parents=True)
+    (out / "sub-01" / "log" / spec.LOCK_FILE).write_text("")
+    check_output_dir(out)
+    (out / "sub-01" / "anat").mkdir()
+    with pytest.raises(OutputFolderError, match="holds sub-01 but no dataset_description"):
+        check_output_dir(out)

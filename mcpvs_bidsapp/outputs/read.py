@@ -208,7 +208,13 @@ def check_output_dir(output_dir: Path | str) -> None:
     desc = output_dir / spec.DATASET_DESCRIPTION
     advice = f"use a folder of its own, e.g. {output_dir / PIPELINE_NAME}"
     if not desc.is_file():
-        subjects = sorted(p.name for p in output_dir.glob("sub-*"))
+        # a participant folder holding only log/ (locks, status) is a run of ours that started
+        # a moment ago (e.g. a neighbouring SLURM task): not a reason to refuse
+        subjects = sorted(
+            p.name
+            for p in output_dir.glob("sub-*")
+            if not (p.is_dir() and {c.name for c in p.iterdir()} <= {"log"})
+        )
         if subjects:
             raise OutputFolderError(
                 f"{output_dir}: holds {subjects[0]}{' ...' if len(subjects) > 1 else ''} but no "
