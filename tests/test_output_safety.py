@@ -299,3 +299,23 @@ def test_a_neighbouring_task_that_just_started_is_not_foreign(tmp_path):
     (out / "sub-01" / "anat").mkdir()
     with pytest.raises(OutputFolderError, match="holds sub-01 but no dataset_description"):
         check_output_dir(out)
+
+
+@pytest.mark.slow
+def test_a_large_cohort_can_hold_its_locks(tmp_path):
+    """A cohort in one invocation holds two locks per participant, past the usual soft limit
+    of open files (1,024; here lowered to 256 for 300 participants), which is raised within
+    the hard limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"hard limit of open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        with ParticipantLocks(tmp_path / "out", tmp_path / "work", "run") as locks:
+            locks.reserve(300)
+            for i in range(300):
+                locks.acquire(f"{i:04d}")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

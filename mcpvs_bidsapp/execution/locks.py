@@ -38,6 +38,18 @@ class ParticipantLocks:
         self.run_id = run_id
         self._stack = ExitStack()
 
+    def reserve(self, n_participants: int) -> None:
+        """Two open files per participant for the whole run: a cohort of thousands in one
+        invocation would pass the usual soft limit of 1,024 open files, so it is raised
+        (within the hard limit) when needed."""
+        import resource
+
+        need = 2 * n_participants + 1024
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
     def acquire(self, label: str) -> None:
         """Take both locks of ``label`` or raise :class:`OutputFolderError` naming the holder."""
         from filelock import FileLock, Timeout

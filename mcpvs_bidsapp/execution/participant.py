@@ -71,6 +71,7 @@ def run_participant(settings: Settings) -> int:
     plan = settings.resolve()
     LOGGER.info("plan: %s", plan.describe())
     with ParticipantLocks(plan.output_dir, plan.work_dir, plan.run_id) as locks:
+        locks.reserve(len(t1w_inputs))
         return _run_locked(settings, plan, t1w_inputs, locks)
 
 
