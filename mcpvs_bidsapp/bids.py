@@ -13,7 +13,7 @@ from pathlib import Path
 from mcpvs_bidsapp import __version__
 from mcpvs_bidsapp.errors import BIDSError
 from mcpvs_bidsapp.outputs import spec
-from mcpvs_bidsapp.outputs.read import prefix_entities, t1w_entities, t1w_prefix
+from mcpvs_bidsapp.outputs.read import check_output_dir, prefix_entities, t1w_entities, t1w_prefix
 
 CODE_URL = "https://github.com/mcpvs/mcpvs"
 
@@ -65,6 +65,7 @@ def check_paths(bids_dir: Path, output_dir: Path, work_dir: Path | None) -> None
         work = work_dir.resolve()
         if work == bids_dir or bids_dir in work.parents:
             raise BIDSError(f"{work_dir}: the work dir must not be inside bids_dir")
+    check_output_dir(output_dir)
 
 
 def _validate_dataset(bids_dir: Path) -> None:
@@ -122,16 +123,17 @@ def collect_t1w(
     if not subjects:
         raise BIDSError(f"{bids_dir}: no participants (sub-<label> folders) found")
 
-    filters = dict(bids_filters or {})
-    filters = dict(filters.get("t1w", filters))  # accept fMRIPrep-style {"t1w": {...}}
     query = {"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}
-    query.update(filters)
+    query.update(t1w_filters(bids_filters or {}, set(layout.get_entities())))
     if session_label:
         query["session"] = session_label
 
     found: dict[str, list[T1wInput]] = {}
     for subject in subjects:
-        files = layout.get(subject=subject, return_type="object", **query)
+        try:
+            files = layout.get(subject=subject, return_type="object", **query)
+        except Exception as err:  # PyBIDS raises many types for a bad query
+            raise BIDSError(f"--bids-filter-file: PyBIDS cannot use the filter ({err})") from err
         items = []
         for bids_file in sorted(files, key=lambda f: f.path):
             path = Path(bids_file.path)
@@ -140,9 +142,67 @@ def collect_t1w(
     return found
 
 
+#: fMRIPrep's filter file holds one query per kind of image ({"t1w": {...}, "bold": {...}});
+#: mcpvs reads "t1w" and ignores the others
+FMRIPREP_QUERIES = frozenset(
+    {"t1w", "t2w", "flair", "bold", "sbref", "fmap", "roi", "dwi", "asl", "pet", "t2star"}
+)
+#: fixed by the T1w query or by the command line
+_FIXED = {
+    "subject": "select participants with --participant-label",
+    "suffix": "mcpvs always queries suffix T1w",
+    "datatype": "mcpvs always queries the anat datatype",
+}
+
+
+def t1w_filters(filters: dict, entities: set[str]) -> dict:
+    """The PyBIDS filters of the T1w query from a ``--bids-filter-file`` (flat, or fMRIPrep's
+    ``{"t1w": {...}}``), checked: one line (:class:`BIDSError`) naming the bad key or value,
+    not a PyBIDS traceback. As in fMRIPrep, ``null`` means "the entity is absent" and
+    ``"*"`` "any value"."""
+    from bids.layout import Query
+
+    if not isinstance(filters, dict):
+        raise BIDSError("--bids-filter-file: a JSON object is needed")
+    if set(filters) & FMRIPREP_QUERIES:
+        others = sorted(set(filters) - FMRIPREP_QUERIES)
+        if others:
+            queries = ", ".join(sorted(set(filters) & FMRIPREP_QUERIES))
+            raise BIDSError(
+                f"--bids-filter-file: mixes fMRIPrep queries ({queries}) with entities "
+                f'({", ".join(others)}); put the T1w entities under "t1w"'
+            )
+        filters = filters.get("t1w") or {}
+        if not isinstance(filters, dict):
+            raise BIDSError('--bids-filter-file: "t1w" must be a JSON object of entities')
+    known = (set(entities) | {"extension"}) - set(_FIXED)
+    out = {}
+    for key, value in filters.items():
+        if key in _FIXED:
+            raise BIDSError(f"--bids-filter-file: {key!r} cannot be filtered ({_FIXED[key]})")
+        if key not in known:
+            raise BIDSError(
+                f"--bids-filter-file: unknown entity {key!r} (entities of this dataset: "
+                f"{', '.join(sorted(known))})"
+            )
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if item is not None and not isinstance(item, str | int | float | bool):
+                raise BIDSError(
+                    f"--bids-filter-file: {key}: {item!r} is not a value (a string, a number, "
+                    "null, or a list of them)"
+                )
+
+        def convert(item):
+            return Query.NONE if item is None else Query.ANY if item == "*" else item
+
+        out[key] = [convert(v) for v in value] if isinstance(value, list) else convert(value)
+    return out
+
+
 def dataset_description(container: dict | None = None) -> dict:
     """The derivative dataset_description.json content."""
-    generated = {"Name": "mcpvs", "Version": __version__, "CodeURL": CODE_URL}
+    generated = {"Name": spec.PIPELINE_NAME, "Version": __version__, "CodeURL": CODE_URL}
     if container:
         generated["Container"] = container
     return {

@@ -166,6 +166,12 @@ class Settings:
         requested = self.workflow.n4_mask
         n4_mask = segmenter.default_n4_mask if requested == "auto" else N4Mask(requested)
         plugin, plugin_args = plugin_from_settings(self.execution)
+        slots = plugin_args.get("n_procs") if plugin == "MultiProc" else None
+        if slots and self.execution.omp_nthreads > int(slots):
+            raise BIDSError(
+                f"--omp-nthreads {self.execution.omp_nthreads} is more than the {slots} "
+                "processes MultiProc may run: a step with that many threads could never start"
+            )
         resources = Resources(
             nprocs=self.execution.nprocs,
             omp_nthreads=self.execution.omp_nthreads,

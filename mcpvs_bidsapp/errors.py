@@ -21,6 +21,11 @@ class InputImageError(McpvsError, ValueError):
     """A T1w image that cannot be processed (the message starts with the file name)."""
 
 
+class OutputFolderError(BIDSError):
+    """The output folder (or a file in it) is not mcpvs's to write: another pipeline's
+    derivatives, a symbolic link out of it, a participant another run holds."""
+
+
 class GroupError(McpvsError):
     """A problem with the inputs of the group level."""
 

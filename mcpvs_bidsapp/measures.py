@@ -89,11 +89,13 @@ def region_measures(
         wmh_pct = np.nan
         if wmh is not None and in_region.any():
             wmh_pct = 100.0 * float((in_region & (wmh > 0)).sum()) / float(in_region.sum())
+        if not region.any():  # no region, no measure: n/a, never a 0 that reads as "no PVS"
+            volume, count = np.nan, 0
         rows.append(
             {
                 "region": name,
                 "pvs_volume_mm3": volume,
-                "pvs_count": count,
+                "pvs_count": count if region.any() else np.nan,
                 "mean_cluster_volume_mm3": volume / count if count else np.nan,
                 "region_volume_mm3": float(region.sum() * voxel_volume),
                 "icv_mm3": icv_mm3,

@@ -14,6 +14,7 @@ import nibabel as nb
 import numpy as np
 
 from mcpvs_bidsapp.errors import InputImageError
+from mcpvs_bidsapp.outputs import spec
 
 MIN_VOXELS_PER_AXIS = 32
 MAX_VOXEL_MM = 4.0
@@ -76,6 +77,8 @@ def load_t1w(path: Path | str) -> tuple[nb.Nifti1Image, np.ndarray, list[str]]:
     if float(data.max()) == float(data.min()):
         raise fail(f"image is constant (every voxel = {data.flat[0]:g})")
 
+    _check_magnitude(img, data, fail)
+
     warnings = []
     if np.any(zooms > COARSE_VOXEL_MM):
         warnings.append(
@@ -93,6 +96,47 @@ def load_t1w(path: Path | str) -> tuple[nb.Nifti1Image, np.ndarray, list[str]]:
     return img, data, warnings
 
 
+#: more than this fraction of negative voxels is not a magnitude image's noise floor
+MAX_NEGATIVE_FRACTION = 0.01
+#: ... when the negative tail reaches this fraction of the bright tissue's intensity
+NEGATIVE_TAIL_FRACTION = 0.05
+
+
+def _check_magnitude(img, data: np.ndarray, fail) -> None:
+    """A T1w is a magnitude image: its background is near 0 and almost nothing is negative.
+
+    Two careless conversions break that and passed on main with wrong numbers written as
+    right (issue #17, item 5): a float image cast to int16 wraps bright tissue round to
+    large negative values (brain median -9,100; the WM region came out empty, PVS 0), and an
+    intercept (``scl_inter``) of -500 moves the whole image below 0 (N4 ignores voxels <= 0;
+    BG PVS 54 -> 0 mm³). Small negative values of a denoised or interpolated image (a few
+    voxels, a few % of the tissue's intensity) are accepted.
+    """
+    negative = data < 0
+    fraction = float(negative.mean())
+    if fraction <= MAX_NEGATIVE_FRACTION:
+        return
+    p1, p99 = (float(v) for v in np.percentile(data, [1, 99]))
+    if -p1 <= NEGATIVE_TAIL_FRACTION * max(abs(p99), 1e-6) and p99 > 0:
+        return
+    inter = float(getattr(img.dataobj, "inter", 0.0) or 0.0)
+    stored = np.dtype(img.get_data_dtype())
+    if inter < 0 and np.mean(data - inter < 0) <= MAX_NEGATIVE_FRACTION:
+        cause = f"the header's intercept (scl_inter = {inter:g}) shifts the image below zero"
+    elif stored.kind == "i":
+        info = np.iinfo(stored)
+        cause = (
+            f"bright tissue looks wrapped round to negative values ({stored} range "
+            f"{info.min}..{info.max}: a careless conversion to integers?)"
+        )
+    else:
+        cause = "not a magnitude image (phase, a difference or a z-scored image?)"
+    raise fail(
+        f"{fraction:.0%} of the voxels are negative (1st percentile {p1:.4g}): {cause}; a "
+        "T1w magnitude image is needed"
+    )
+
+
 def _read_to_end(path: Path) -> None:
     """Decompress the whole gzip stream so that a damaged file fails its CRC check here."""
     import gzip
@@ -104,3 +148,87 @@ def _read_to_end(path: Path) -> None:
 
 def _fmt_mm(zooms: np.ndarray) -> str:
     return "x".join(f"{z:.2g}" for z in zooms) + " mm"
+
+
+# --- after the brain mask: is it a plausible T1w head? -------------------------------------
+
+#: no human intracranial volume reaches this (adult ICV is 1.1-2.0 L); a brain mask this large
+#: means the extraction took the head for a brain (e.g. a T2w named T1w: 4.3 L on main)
+MAX_ICV_MM3 = 2.6e6
+#: below this PVSnm (per ICV) is not comparable with whole-head values: partial FOV or a child
+SMALL_ICV_MM3 = 0.6e6
+#: deep-over-superficial brain intensity of a T1w (WM brighter than cortex and CSF); a T2w or
+#: an inverted image has the opposite. Measured on the raw image (2 mm copies of the heads in
+#: ../shared/data, deepbet masks): T1w heads 2.0-2.8, the partial-FOV crop 1.29; the Philips
+#: head inverted 0.80 (whole image) and 0.98 (head only, whose 3.9 L mask the ICV bound
+#: refuses first). N4 (spline 100 mm) absorbs part of a centre-periphery difference (T1w
+#: 1.56-2.42, inverted 1.00), so the raw image decides. FLAIR (CSF dark, 1.34) passes: it is
+#: not told apart from a T1w by this check.
+MIN_T1W_CONTRAST = 1.0
+#: mm from the brain mask's edge: beyond CORE_MM is deep tissue, within SHELL_MM the surface
+CORE_MM, SHELL_MM = 15.0, 4.0
+
+
+def t1_contrast(t1w: np.ndarray, brain: np.ndarray, zooms) -> float:
+    """Median intensity of deep brain tissue over that of its surface (cortex and CSF).
+
+    T1w: white matter, the bulk of the deep tissue, is brighter than the cortex and the CSF
+    of the surface (ratio > 1 on every real head we have, partial FOV included). On a T2w or
+    an inverted image the surface is brighter (ratio < 1). The FOV's edge is not a brain
+    edge: the mask is extended past it before measuring depth.
+    """
+    from scipy import ndimage as ndi
+
+    brain = brain > 0
+    pad = 2
+    padded = np.pad(brain, pad, mode="edge")
+    depth = ndi.distance_transform_edt(padded, sampling=zooms)[(slice(pad, -pad),) * 3]
+    core = brain & (depth > CORE_MM)
+    shell = brain & (depth <= SHELL_MM)
+    if core.sum() < 100 or shell.sum() < 100:
+        core = brain & (depth > np.percentile(depth[brain], 75))
+        shell = brain & (depth <= np.percentile(depth[brain], 25))
+    inner = float(np.median(t1w[core])) if core.any() else np.nan
+    outer = float(np.median(t1w[shell])) if shell.any() else np.nan
+    return inner / outer if outer > 0 else float("nan")
+
+
+def check_head(
+    name: str,
+    t1w: np.ndarray,
+    brain: np.ndarray,
+    icv_mm3: float,
+    zooms,
+    dseg: np.ndarray | None = None,
+) -> list[str]:
+    """Refuse what cannot be a T1w head (one line, ``InputImageError``); warn about what
+    makes its PVSnm incomparable. ``t1w`` is the validated image on the mask's grid."""
+
+    def fail(problem: str) -> InputImageError:
+        return InputImageError(f"{name}: {problem}")
+
+    warnings = []
+    if not np.isfinite(icv_mm3) or icv_mm3 > MAX_ICV_MM3:
+        raise fail(
+            f"the brain mask / intracranial volume is {icv_mm3 / 1e6:.2f} L, more than any "
+            f"human's (at most {MAX_ICV_MM3 / 1e6:.1f} L): brain extraction failed; is it a "
+            "T1w (not a T2w or an inverted image)?"
+        )
+    ratio = t1_contrast(t1w, brain, zooms)
+    if np.isfinite(ratio) and ratio < MIN_T1W_CONTRAST:
+        raise fail(
+            f"deep brain tissue is darker than the brain's surface (ratio {ratio:.2f}): the "
+            "contrast is not T1-weighted (a T2w or an inverted image named T1w?)"
+        )
+    for region in spec.PVS_REGIONS if dseg is not None else ():
+        if not np.any(dseg == region):
+            warnings.append(
+                f"{name}: no {region.label} region was found; its measures are n/a (partial "
+                "field of view, or the regions failed: see the report)"
+            )
+    if icv_mm3 < SMALL_ICV_MM3:
+        warnings.append(
+            f"{name}: intracranial volume {icv_mm3 / 1e6:.2f} L is small (partial field of view "
+            "or a child's head?); PVSnm per ICV is not comparable with whole adult heads"
+        )
+    return warnings

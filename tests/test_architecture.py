@@ -123,5 +123,10 @@ def test_registered_segmenters_satisfy_the_protocol(name):
 def test_registered_region_schemes_satisfy_the_protocol(name):
     scheme = methods.region_scheme(name)
     assert isinstance(scheme, RegionScheme) and scheme.name == name
-    wf = scheme.init_workflow(omp_nthreads=1, n_voxels=1_000_000, name="regions_wf")
+    kwargs = {}
+    if getattr(scheme, "uses_bias_corrected", False):  # it gets the run's N4 node (protocol)
+        from mcpvs_bidsapp.workflows.preproc import init_n4_node
+
+        kwargs["bias_correction"] = init_n4_node("brain", 1, 1_000_000)
+    wf = scheme.init_workflow(omp_nthreads=1, n_voxels=1_000_000, name="regions_wf", **kwargs)
     assert wf.get_node("outputnode").inputs.regions_method == name

@@ -236,3 +236,142 @@ def test_two_real_participants_and_a_bad_one(shared_data, tmp_path):
     for label in ("01", "02", "03"):
         assert (out / f"sub-{label}.html").exists()
     assert (out / "desc-regions_dseg.tsv").read_text().startswith("index\tname\n0\tbackground")
+
+
+# ------------------------------------------------------- operational traps (issue #17, 14)
+
+
+def _usage_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mcpvs: error: ")
+    return err[-1]
+
+
+def test_threads_beyond_processes_and_nan_memory_are_usage_errors(tmp_path, capsys):
+    """``--omp-nthreads 4 --nprocs 2`` failed every T1w with "processing did not finish"
+    (MultiProc refuses such a step; the cause was logged at DEBUG); ``--mem-gb nan`` turned
+    the memory guard off (nan compares False)."""
+    bids = make_bids(tmp_path / "bids", {"01": None})
+    base = [str(bids), str(tmp_path / "out"), "participant"]
+    line = _usage_error(base + ["--nprocs", "2", "--omp-nthreads", "4"], capsys)
+    assert "--omp-nthreads 4 is more than --nprocs 2" in line
+    for value in ("nan", "inf", "-1"):
+        assert "must be a positive number" in _usage_error(base + ["--mem-gb", value], capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_repeated_selection_options_add_up():
+    from mcpvs_bidsapp.cli.parser import parse_args
+
+    s = parse_args(["b", "o", "participant", "--participant-label", "01",
+                    "--participant-label", "sub-02", "03", "--session-label", "1",
+                    "--session-label", "2"])  # fmt: skip
+    assert s.selection.participant_label == ["01", "02", "03"]
+    assert s.selection.session_label == ["1", "2"]
+    g = parse_args(["b", "o", "group", "--covariates", "age", "--covariates", "sex"])
+    assert g.group.covariates == ["age", "sex"]
+
+
+def test_bids_filter_files_are_checked(tmp_path, capsys):
+    """Unknown keys and ``subject`` gave PyBIDS tracebacks; an fMRIPrep filter file with only
+    ``bold`` too. Now: one line naming the key (exit 2), and fMRIPrep files work."""
+    from mcpvs_bidsapp.bids import collect_t1w
+
+    bids = make_bids(tmp_path / "bids", {"01": None, "02": None})
+    for label in ("01", "02"):
+        for acq in ("mprage", "fast"):
+            img = nb.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+            img.to_filename(bids / f"sub-{label}" / "anat" / f"sub-{label}_acq-{acq}_T1w.nii.gz")
+
+    def filters(data) -> Path:
+        path = tmp_path / f"filter{len(list(tmp_path.glob('filter*')))}.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    cases = {
+        "unknown entity 'acqusition'": {"acqusition": "mprage"},
+        "'subject' cannot be filtered": {"subject": "01"},
+        "'suffix' cannot be filtered": {"t1w": {"suffix": "T2w"}},
+        "mixes fMRIPrep queries (t1w) with entities (session)": {"t1w": {}, "session": "1"},
+        "is not a value": {"acquisition": {"a": 1}},
+    }
+    for message, data in cases.items():
+        code = main([str(bids), str(tmp_path / "out"), "participant",
+                     "--bids-filter-file", str(filters(data))])  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, (message, err)
+    only_bold = collect_t1w(bids, bids_filters={"bold": {"task": "rest"}})
+    assert sum(len(v) for v in only_bold.values()) == 4  # no T1w filter: every T1w
+    fmriprep = collect_t1w(bids, bids_filters={"t1w": {"acquisition": "mprage"}, "bold": {}})
+    assert [t.path.name for t in fmriprep["01"]] == ["sub-01_acq-mprage_T1w.nii.gz"]
+    absent = collect_t1w(bids, bids_filters={"t1w": {"run": None}})  # null: entity absent
+    assert sum(len(v) for v in absent.values()) == 4
+
+
+def test_one_t1w_stored_twice_fails_alone(tmp_path, capsys):
+    """``sub-01_T1w.nii`` beside ``sub-01_T1w.nii.gz`` stopped the whole cohort on main
+    (duplicate Nipype node). Both are refused with one line each; the others go on."""
+    bids = make_bids(tmp_path / "bids", {"01": None, "02": None})
+    img = nb.Nifti1Image(np.ones((40, 40, 40), np.float32), np.eye(4))
+    img.to_filename(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    img.to_filename(bids / "sub-01" / "anat" / "sub-01_T1w.nii")
+    (bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz").write_bytes(b"")
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("mcpvs: error: ")]
+    assert sum("are one T1w stored twice" in ln for ln in lines) == 2, lines
+    assert any("sub-02_T1w.nii.gz: file is empty" in ln for ln in lines)
+    for label in ("01", "02"):
+        status = json.loads(
+            next((out / f"sub-{label}" / "log").glob("*/mcpvs_status.json")).read_text()
+        )
+        assert {r["status"] for r in status["runs"]} == {"failed"}
+
+
+def test_an_unwritable_participant_folder_costs_only_that_participant(
+    tmp_path, capsys, monkeypatch
+):
+    """One participant whose status cannot be written stopped the status and reports of
+    every participant after it on main."""
+    from mcpvs_bidsapp.execution import participant as run_module
+
+    bids = make_bids(tmp_path / "bids", {"01": None, "02": None})
+    for label in ("01", "02"):
+        (bids / f"sub-{label}" / "anat" / f"sub-{label}_T1w.nii.gz").write_bytes(b"")
+    real = run_module.write_json
+
+    def write_json(path, data, **kwargs):
+        if "sub-01" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, data, **kwargs)
+
+    monkeypatch.setattr(run_module, "write_json", write_json)
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "mcpvs: error: sub-01: cannot write its status file" in err
+    assert list((out / "sub-02" / "log").glob("*/mcpvs_status.json"))
+    assert (out / "sub-02.html").is_file()
+
+
+def test_engine_errors_reach_the_status(tmp_path, shared_data, capsys, monkeypatch):
+    """An error of the Nipype engine itself (no crash file) is the T1w's error line, not
+    "processing did not finish"."""
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("Insufficient resources available for job:\n  n4 needs 4 procs")
+
+    monkeypatch.setattr("nipype.pipeline.engine.workflows.Workflow.run", refuse)
+    bids = make_bids(
+        tmp_path / "bids", {"01": shared_data / "t1w" / "philips_bgcrop_96x96x48_t1w.nii.gz"}
+    )
+    code = main([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 1 and "did not finish" not in err
+    assert "sub-01_T1w.nii.gz: not processed: Insufficient resources available for job: n4" in err

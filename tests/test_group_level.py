@@ -479,3 +479,134 @@ def test_unwritable_output_is_one_clear_error(tmp_path, capsys):
     assert run_group(_settings(tmp_path)) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "group_failures.tsv" in err
+
+
+# ------------------------------------------------------- real-world participants.tsv (#17)
+
+
+def _edit_participants(root: Path, edit) -> None:
+    path = root / "bids" / "participants.tsv"
+    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    edit(frame)
+    frame.to_csv(path, sep="\t", index=False)
+
+
+def _age_rows(root: Path) -> pd.DataFrame:
+    reg = _read(root / "out" / "group_stats_regression.tsv")
+    return reg[(reg.term == "age") & (reg.model == "covariates")]
+
+
+def test_one_text_cell_in_a_numeric_covariate_is_refused(tmp_path, capsys):
+    """One ``90+`` among 120 ages made age a 120-level factor and the real age effect
+    (p ~ 1e-6) vanished, exit 0 (issue #17, item 3). Now: one line naming the file, the
+    column, the cell and its participant; written as n/a the row is left out."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=120, seed=11, age_effect=3.0)
+
+    def top_code(frame):
+        frame.loc[17, "age"] = "90+"
+
+    _edit_participants(tmp_path, top_code)
+    assert run_group(_settings(tmp_path, covariates=["age", "hypertension"])) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "participants.tsv" in err and "'age'" in err and "'90+' (sub-00018)" in err
+    assert not (tmp_path / "out" / "group_stats_regression.tsv").exists()
+
+    _edit_participants(tmp_path, lambda f: f.loc.__setitem__((17, "age"), "n/a"))
+    assert run_group(_settings(tmp_path, covariates=["age", "hypertension"])) == 0
+    age = _age_rows(tmp_path)
+    assert len(age) == 2 and (age["p"] < 1e-3).all() and (age["n"] == 119).all()
+    reg = _read(tmp_path / "out" / "group_stats_regression.tsv")
+    assert "hypertension[T.yes]" in set(reg["term"])  # a text covariate stays categorical
+
+
+def test_a_text_visual_score_is_refused(tmp_path, capsys):
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=40, seed=2)
+    _edit_participants(tmp_path, lambda f: f.loc.__setitem__((3, "bg_score"), "2-3"))
+    assert run_group(_settings(tmp_path, visual_score_columns=["BG=bg_score"])) == 1
+    err = capsys.readouterr().err
+    assert "'bg_score'" in err and "must be numeric" in err and "'2-3' (sub-00004)" in err
+
+
+def test_zero_padded_ids_without_sub_prefix_match(tmp_path):
+    """``00001`` (no sub-) was read as the number 1: no row matched, the regression was
+    empty, exit 0 (issue #17, item 4)."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=60, seed=11, age_effect=3.0)
+    _edit_participants(
+        tmp_path, lambda f: f.__setitem__("participant_id", f.participant_id.str[4:])
+    )
+    assert run_group(_settings(tmp_path, covariates=["age"])) == 0
+    age = _age_rows(tmp_path)
+    assert len(age) == 2 and (age["n"] == 60).all() and (age["p"] < 0.01).all()
+
+
+def test_participants_rows_that_match_nothing(tmp_path, capsys):
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=10, seed=1)
+
+    def rename(frame):
+        frame.loc[:2, "participant_id"] = ["sub-A", "sub-B", "sub-C"]
+
+    _edit_participants(tmp_path, rename)
+    coll = collect(tmp_path / "out", tmp_path / "bids")
+    assert coll.participants_matched == 7
+    warning = next(w for w in coll.warnings if "no row for 3 of 10" in w)
+    assert "sub-00001" in warning and "sub-A" in warning
+
+    _edit_participants(
+        tmp_path, lambda f: f.__setitem__("participant_id", "p" + f.index.astype(str))
+    )
+    assert run_group(_settings(tmp_path)) == 0  # nothing asked of participants.tsv: fine
+    assert run_group(_settings(tmp_path, covariates=["age"])) == 1
+    err = capsys.readouterr().err
+    assert "none of its participant_id values matches" in err and "participants.tsv" in err
+
+
+def _status(out: Path, label: str, run_id: str, runs: list) -> None:
+    folder = out / f"sub-{label}" / "log" / run_id
+    folder.mkdir(parents=True)
+    (folder / "mcpvs_status.json").write_text(
+        json.dumps({"run_id": run_id, "participant_label": label, "runs": runs})
+    )
+
+
+def test_a_participant_level_failure_clears_after_a_later_run(tmp_path):
+    """A ``--session-label`` typo ("no T1w found") stayed in group_failures.tsv after the
+    participant succeeded (issue #17, item 9)."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=3, seed=1)
+    nothing = {"source": None, "entities": {"subject": "00002"}, "status": "failed",
+               "error": "sub-00002: no T1w image found"}  # fmt: skip
+    _status(tmp_path / "out", "00002", "20000101-000000_aaaaaa", [nothing])  # older run
+    assert collect(tmp_path / "out", tmp_path / "bids").failures.empty
+    _status(
+        tmp_path / "out",
+        "00003",
+        "20991231-000000_bbbbbb",
+        [nothing | {"entities": {"subject": "00003"}, "error": "sub-00003: no T1w image found"}],
+    )  # newer
+    failures = collect(tmp_path / "out", tmp_path / "bids").failures
+    assert list(failures["participant_id"]) == ["sub-00003"]
+
+
+def test_stale_group_files_go_and_a_refused_run_writes_nothing(tmp_path):
+    """Tables of analyses not run this time (old visual-score tables, their figures) are
+    removed; a refused group run leaves the last good outputs exactly as they were."""
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=40, seed=2, n_failed=2)
+    out = tmp_path / "out"
+    assert run_group(_settings(tmp_path, visual_score_columns=["BG=bg_score"])) == 0
+    visual = sorted(out.glob("group_stats_visual_*"))
+    assert len(visual) == 6  # spearman, anova, posthoc: .tsv + .json
+    figures = {p.name for p in (out / "group_figures").glob("*.svg")}
+    assert run_group(_settings(tmp_path)) == 0
+    assert not list(out.glob("group_stats_visual_*"))
+    left = {p.name for p in (out / "group_figures").glob("*.svg")}
+    assert left and left < figures  # the score figures went, the others were redrawn
+
+    before = {p: p.read_bytes() for p in out.glob("group*") if p.is_file()}
+    stamps = {p: p.stat().st_mtime_ns for p in before}
+    assert run_group(_settings(tmp_path, covariates=["bmi"])) == 1  # refused: no such column
+    write_cohort(out, tmp_path / "bids2", n=2, seed=3, method="vesselness", subject_offset=90)
+    assert run_group(_settings(tmp_path)) == 1  # refused: methods mixed
+    after = {p for p in out.glob("group*") if p.is_file()}
+    assert after == set(before)
+    for path, content in before.items():
+        assert path.read_bytes() == content and path.stat().st_mtime_ns == stamps[path], path

@@ -222,3 +222,34 @@ def test_resample_head_keeps_world_position(shared_data, tmp_path):
     centre_small = small.affine @ np.r_[(np.array(small.shape[:3]) - 1) / 2, 1]
     assert np.allclose(centre_big[:3], centre_small[:3], atol=1.5)
     assert np.allclose(small.header.get_zooms()[:3], 2.0, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_every_worker_in_one_line(shared_data, tmp_path, signum):
+    """SIGTERM (a SLURM time limit, scancel) left the MultiProc worker running for minutes
+    (~1 GB) and SIGINT printed a traceback (issue #17, item 14): now the whole tree ends,
+    with one line and exit 128 + signal."""
+    import psutil
+
+    bids = make_small_bids(tmp_path / "bids", shared_data, n_participants=1, zoom_mm=2.0)
+    proc = _cli(bids, tmp_path / "out", "participant", "--regions", "fast", "--method",
+                "vesselness", "--nprocs", "2", "-w", tmp_path / "work")  # fmt: skip
+    main = psutil.Process(proc.pid)
+    deadline = time.time() + 300
+    workers = []
+    while time.time() < deadline and not workers and proc.poll() is None:
+        time.sleep(0.5)  # wait for the pool's workers (and their own children)
+        workers = [c for c in main.children(recursive=True) if "resource_tracker" not in
+                   " ".join(c.cmdline())]  # fmt: skip
+    assert workers, "no worker process appeared"
+    time.sleep(2)
+    descendants = main.children(recursive=True)
+    os.kill(proc.pid, signum)  # the main process only, as SLURM's first signal goes
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum
+    assert "Traceback" not in err, err[-2000:]
+    assert f"mcpvs: error: stopped by {signal.Signals(signum).name}" in err
+    _, alive = psutil.wait_procs(descendants, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    assert not list((tmp_path / "out").rglob("*_desc-pvs_mask.nii.gz"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from mcpvs_bidsapp import __version__, methods
@@ -43,8 +44,9 @@ def positive_int(value: str) -> int:
 
 def positive_float(value: str) -> float:
     fvalue = float(value)
-    if fvalue <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if not math.isfinite(fvalue) or fvalue <= 0:  # nan compares False with everything:
+        # --mem-gb nan turned the memory guard off (issue #17, item 14)
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
     return fvalue
 
 
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--participant-label",
         "--participant_label",
         nargs="+",
+        action="extend",
         default=[],
         metavar="LABEL",
         help="participants to process, with or without 'sub-' (default: all)",
@@ -96,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     g_bids.add_argument(
         "--session-label",
         nargs="+",
+        action="extend",
         default=[],
         metavar="LABEL",
         help="sessions to process, with or without 'ses-' (default: all)",
@@ -235,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     g_group.add_argument(
         "--covariates",
         nargs="+",
+        action="extend",
         default=[],
         metavar="COLUMN",
         help="participants.tsv columns to regress PVSnm on (e.g. age hypertension wmh_norm)",
@@ -242,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     g_group.add_argument(
         "--visual-score-columns",
         nargs="+",
+        action="extend",
         default=[],
         metavar="COLUMN",
         help="participants.tsv columns with visual PVS scores, as REGION=COLUMN or COLUMN "
@@ -288,11 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> Settings:
     """Parse the command line into a :class:`Settings`."""
-    opts = build_parser().parse_args(argv)
+    parser = build_parser()
+    opts = parser.parse_args(argv)
     values = vars(opts)
     values["bids_filters"] = values.pop("bids_filter_file")
     if values["omp_nthreads"] is None:
         values["omp_nthreads"] = min(values["nprocs"], 8)
+    elif values["omp_nthreads"] > values["nprocs"] and not values["plugin_settings"]:
+        # MultiProc refuses a step that needs more threads than processes: every T1w failed
+        # with "processing did not finish" (issue #17, item 14)
+        parser.error(
+            f"--omp-nthreads {values['omp_nthreads']} is more than --nprocs {values['nprocs']}: "
+            "a step with that many threads could never start; raise --nprocs or lower "
+            "--omp-nthreads"
+        )
     if values["model_store"] is None:
         values["model_store"] = default_model_store()
     return Settings.from_options(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -23,22 +24,35 @@ def main(argv: list[str] | None = None) -> int:
 
     from mcpvs_bidsapp.bids import check_paths
     from mcpvs_bidsapp.cli.parser import parse_args
+    from mcpvs_bidsapp.engine.processes import Interrupted, end_children, stop_on_signals
     from mcpvs_bidsapp.errors import McpvsError
 
     settings = parse_args(argv)
     _setup_logging(settings.execution.verbosity)
     try:
-        check_paths(settings.bids_dir, settings.output_dir, settings.execution.work_dir)
-        if settings.analysis_level == "group":
-            from mcpvs_bidsapp.group.run import run_group
+        with stop_on_signals():
+            check_paths(settings.bids_dir, settings.output_dir, settings.execution.work_dir)
+            if settings.analysis_level == "group":
+                from mcpvs_bidsapp.group.run import run_group
 
-            return run_group(settings)
-        from mcpvs_bidsapp.execution.participant import run_participant
+                return run_group(settings)
+            from mcpvs_bidsapp.execution.participant import run_participant
 
-        return run_participant(settings)
+            return run_participant(settings)
     except (McpvsError, OSError) as err:
         print(f"mcpvs: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except (Interrupted, KeyboardInterrupt) as err:
+        signum = err.signum if isinstance(err, Interrupted) else 2
+        ended = end_children()
+        print(
+            f"mcpvs: error: stopped by {signal.Signals(signum).name}"
+            f"{f' ({ended} worker process(es) ended)' if ended else ''}; the outputs committed "
+            "so far are complete and nothing half-written was left under a final name; rerun "
+            "with the same work dir to resume",
+            file=sys.stderr,
+        )
+        return 128 + signum
 
 
 def _is_bids_app_call(argv: list[str]) -> bool:

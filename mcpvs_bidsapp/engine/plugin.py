@@ -59,17 +59,29 @@ def log_nipype_to_file(log_file: Path, verbosity: int) -> Path:
     return log_file
 
 
-def run_workflow(workflow, plan, log) -> None:
-    """Run a built workflow with the plan's plugin; failures are read from crash files."""
+#: how Nipype says that nodes failed (their crash files say why)
+NODES_FAILED = "Workflow did not execute cleanly"
+
+
+def run_workflow(workflow, plan, log) -> str | None:
+    """Run a built workflow with the plan's plugin; failures of nodes are read from crash
+    files. Returns the engine's own error (one line) when it stopped outside any node, e.g.
+    a plugin that refuses the resources, which no crash file records."""
     from mcpvs_bidsapp.engine import slurm
 
     plugin = plan.resources.plugin
     plugin_args = dict(plan.resources.plugin_args)
     if plugin in slurm.NIPYPE_SLURM_PLUGINS:
         slurm.prepare_nipype_slurm(workflow)
+    engine_error = None
     try:
         workflow.run(plugin=plugin, plugin_args=plugin_args)
-    except RuntimeError as err:  # Nipype: "Workflow did not execute cleanly"
-        log.debug("workflow ended with errors: %s", err)
+    except RuntimeError as err:
+        if NODES_FAILED in str(err):
+            log.debug("workflow ended with errors: %s", err)
+        else:  # not a node's failure: nothing else will tell the user
+            engine_error = " ".join(str(err).split()) or type(err).__name__
+            log.error("the Nipype engine stopped: %s", engine_error)
     if plugin == "SLURMGraph":  # it only submits; the status needs the finished outputs
         slurm.wait_for_graph_jobs(Path(workflow.base_dir) / workflow.name / "batch")
+    return engine_error

@@ -16,11 +16,13 @@ from mcpvs_bidsapp import __version__
 from mcpvs_bidsapp.bids import T1wInput, collect_t1w, collect_wmh, container_info
 from mcpvs_bidsapp.bids import dataset_description as make_dataset_description
 from mcpvs_bidsapp.config import RunPlan, Settings
+from mcpvs_bidsapp.errors import OutputFolderError
+from mcpvs_bidsapp.execution.locks import ParticipantLocks
 from mcpvs_bidsapp.execution.preflight import PARTICIPANT_KEY, preflight
 from mcpvs_bidsapp.execution.status import crash_messages, outputs_written
 from mcpvs_bidsapp.outputs import spec
-from mcpvs_bidsapp.outputs.read import read_json
 from mcpvs_bidsapp.outputs.write import (
+    check_tree,
     write_if_absent_json,
     write_json,
     write_region_table,
@@ -68,8 +70,30 @@ def run_participant(settings: Settings) -> int:
 
     plan = settings.resolve()
     LOGGER.info("plan: %s", plan.describe())
+    with ParticipantLocks(plan.output_dir, plan.work_dir, plan.run_id) as locks:
+        locks.reserve(len(t1w_inputs))
+        return _run_locked(settings, plan, t1w_inputs, locks)
+
+
+def _run_locked(settings: Settings, plan: RunPlan, t1w_inputs, locks: ParticipantLocks) -> int:
+    exit_code = 0
+    mine: dict[str, list[T1wInput]] = {}
+    for label, items in t1w_inputs.items():
+        try:  # its folder must be ours to write (no symlink out of output_dir), and free
+            check_tree(plan.output_dir / f"sub-{label}", plan.output_dir)
+            locks.acquire(label)
+        except OutputFolderError as err:
+            error_line(str(err))
+            exit_code = EXIT_FAILED_PARTICIPANT
+            continue
+        except OSError as err:  # e.g. a file where its log folder should be
+            error_line(f"sub-{label}: cannot use its output folder ({err}); skipped")
+            exit_code = EXIT_FAILED_PARTICIPANT
+            continue
+        mine[label] = items
+
     started = datetime.now().isoformat(timespec="seconds")
-    good, errors = preflight(t1w_inputs, plan)
+    good, errors = preflight(mine, plan)
     for label_errors in errors.values():
         for message in label_errors.values():
             error_line(message)
@@ -78,32 +102,38 @@ def run_participant(settings: Settings) -> int:
 
     t_start = time.time()
     crashes: dict[str, str] = {}
+    engine_error = None
     if any(good.values()):
-        crashes = _run_workflow(plan, good, settings.execution.verbosity)
+        crashes, engine_error = _run_workflow(plan, good, settings.execution.verbosity)
 
-    exit_code = 0
-    for label, items in t1w_inputs.items():
-        runs = _runs(plan, label, items, errors[label], crashes, t_start)
+    n_ok = n_all = 0
+    for label, items in mine.items():
+        runs = _runs(plan, label, items, errors[label], crashes, t_start, engine_error)
+        n_all += len(runs)
+        n_ok += sum(r["status"] == "success" for r in runs)
         if any(r["status"] == "failed" for r in runs):
             exit_code = EXIT_FAILED_PARTICIPANT
         folder = spec.log_dir(plan.output_dir, label, plan.run_id)
-        write_json(
-            folder / spec.STATUS_FILE,
-            {
-                "run_id": plan.run_id,
-                "participant_label": label,
-                "started": started,
-                "finished": datetime.now().isoformat(timespec="seconds"),
-                "mcpvs_version": __version__,
-                "method": plan.method,
-                "runs": runs,
-            },
-        )
-        write_text(folder / spec.PLAN_FILE, plan.to_json())
+        try:  # one unwritable folder must not cost the others their status and report
+            write_json(
+                folder / spec.STATUS_FILE,
+                {
+                    "run_id": plan.run_id,
+                    "participant_label": label,
+                    "started": started,
+                    "finished": datetime.now().isoformat(timespec="seconds"),
+                    "mcpvs_version": __version__,
+                    "method": plan.method,
+                    "runs": runs,
+                },
+                root=plan.output_dir,
+            )
+            write_text(folder / spec.PLAN_FILE, plan.to_json(), root=plan.output_dir)
+        except (OSError, OutputFolderError) as err:
+            error_line(f"sub-{label}: cannot write its status file ({err})")
+            exit_code = EXIT_FAILED_PARTICIPANT
+            continue
         _build_report(settings, label)
-    statuses = [_load_status(plan, label) for label in t1w_inputs]
-    n_ok = sum(1 for st in statuses for r in st["runs"] if r["status"] == "success")
-    n_all = sum(len(st["runs"]) for st in statuses)
     print(f"mcpvs: {n_ok} of {n_all} T1w image(s) processed; outputs in {plan.output_dir}")
     return exit_code
 
@@ -125,7 +155,7 @@ def _attach_wmh(plan: RunPlan, good: dict[str, list[T1wInput]]) -> dict[str, lis
     }
 
 
-def _runs(plan, label, items, errors, crashes, t_start) -> list[dict]:
+def _runs(plan, label, items, errors, crashes, t_start, engine_error=None) -> list[dict]:
     """The status entries of one participant's T1w images."""
     runs = []
     for key, message in errors.items():
@@ -139,7 +169,9 @@ def _runs(plan, label, items, errors, crashes, t_start) -> list[dict]:
         message = errors.get(str(item.path))
         if message is None and not outputs_written(plan.output_dir, item, since=t_start):
             crash = crashes.get(item.node_name)
-            if crash is None:
+            if crash is None and engine_error:
+                message = f"{item.path.name}: not processed: {engine_error}"
+            elif crash is None:
                 message = (
                     f"{item.path.name}: processing did not finish (see the crash files "
                     f"in {spec.log_dir(plan.output_dir, label, plan.run_id)})"
@@ -160,12 +192,9 @@ def _runs(plan, label, items, errors, crashes, t_start) -> list[dict]:
     return runs
 
 
-def _load_status(plan: RunPlan, label: str) -> dict:
-    return read_json(spec.log_dir(plan.output_dir, label, plan.run_id) / spec.STATUS_FILE)
-
-
-def _run_workflow(plan: RunPlan, good, verbosity: int) -> dict[str, str]:
-    """Run Nipype; return {t1w node name: one-line error} for what failed."""
+def _run_workflow(plan: RunPlan, good, verbosity: int) -> tuple[dict[str, str], str | None]:
+    """Run Nipype; return ({t1w node name: one-line error} for what failed, the engine's own
+    error when it stopped before or outside any node, else None)."""
     from mcpvs_bidsapp.engine.plugin import configure_nipype, log_nipype_to_file, run_workflow
     from mcpvs_bidsapp.workflows.base import init_mcpvs_wf
 
@@ -173,11 +202,11 @@ def _run_workflow(plan: RunPlan, good, verbosity: int) -> dict[str, str]:
     configure_nipype(plan.resources.stop_on_first_crash)
     log_nipype_to_file(plan.work_dir / "logs" / f"nipype-{plan.run_id}.log", verbosity)
     workflow = init_mcpvs_wf(plan, good)
-    run_workflow(workflow, plan, LOGGER)
+    engine_error = run_workflow(workflow, plan, LOGGER)
     messages: dict[str, str] = {}
     for label in good:
         messages.update(crash_messages(spec.log_dir(plan.output_dir, label, plan.run_id)))
-    return messages
+    return messages, engine_error
 
 
 def _build_report(settings: Settings, label: str) -> None:
@@ -191,6 +220,11 @@ def _build_report(settings: Settings, label: str) -> None:
 
 def _reports_only(settings: Settings, t1w_inputs) -> int:
     for label in t1w_inputs:
+        try:
+            check_tree(settings.output_dir / f"sub-{label}", settings.output_dir)
+        except OutputFolderError as err:
+            error_line(str(err))
+            continue
         _build_report(settings, label)
     print(f"mcpvs: reports rebuilt in {settings.output_dir}")
     return 0

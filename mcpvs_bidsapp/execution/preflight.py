@@ -34,7 +34,11 @@ def preflight(
             errors[label][PARTICIPANT_KEY + label] = (
                 f"sub-{label}: no T1w image found (anat/*_T1w.nii[.gz])"
             )
+        twins = _same_outputs(items)
         for item in items:
+            if str(item.path) in twins:
+                errors[label][str(item.path)] = twins[str(item.path)]
+                continue
             try:  # size first, from the header alone: a huge image is never read
                 shape = tuple(nb.load(str(item.path)).shape[:3])
             except Exception:
@@ -55,3 +59,22 @@ def preflight(
                 continue
             good[label].append(item)
     return good, errors
+
+
+def _same_outputs(items: list[T1wInput]) -> dict[str, str]:
+    """{path: error} for T1w files that would write the same derivatives (and the same
+    Nipype node): ``sub-01_T1w.nii`` beside ``sub-01_T1w.nii.gz``. Neither is processed (which
+    one is right cannot be known); on main the duplicate node name stopped the whole cohort."""
+    by_node: dict[str, list[T1wInput]] = {}
+    for item in items:
+        by_node.setdefault(item.node_name, []).append(item)
+    errors = {}
+    for group in by_node.values():
+        if len(group) > 1:
+            names = " and ".join(t.path.name for t in group)
+            for item in group:
+                errors[str(item.path)] = (
+                    f"{item.path.name}: {names} are one T1w stored twice (their outputs would "
+                    "have the same names); keep one of them"
+                )
+    return errors

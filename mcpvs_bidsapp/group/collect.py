@@ -52,6 +52,8 @@ class Collection:
     table: pd.DataFrame
     failures: pd.DataFrame
     warnings: list[str] = field(default_factory=list)
+    #: participants with outputs that have a participants.tsv row (None: no participants.tsv)
+    participants_matched: int | None = None
 
 
 def normalise_vendor(manufacturer: object) -> str | None:
@@ -77,7 +79,14 @@ def read_participants(bids_dir: Path | None) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        frame = pd.read_csv(path, sep="\t", na_values=["n/a", "N/A"], keep_default_na=True)
+        # participant_id as text: "01" read as a number becomes sub-1 and matches no output
+        frame = pd.read_csv(
+            path,
+            sep="\t",
+            na_values=["n/a", "N/A"],
+            keep_default_na=True,
+            dtype={"participant_id": str},
+        )
     except (OSError, ValueError) as err:
         raise GroupError(f"{path}: cannot be read as a TSV ({err})") from err
     if "participant_id" not in frame.columns:
@@ -127,12 +136,16 @@ def _status_runs(output_dir: Path, participants: list[str]) -> dict[str, dict]:
     for sub in subjects:
         if participants and sub[4:] not in participants:
             continue
+        participant_key = f"{sub} (participant)"
         for path in status_files(output_dir, sub[4:]):  # later ones overwrite earlier ones
             run_id = path.parent.name
             status = read_json(path)
+            # a participant-wide error (no T1w found, e.g. a --session-label typo) is the state
+            # of that invocation only: any later invocation of the participant supersedes it
+            latest.pop(participant_key, None)
             for run in status.get("runs", []) or []:
                 # a participant-level error (e.g. no usable T1w at all) has no source
-                source = run.get("source") or f"{sub} (participant)"
+                source = run.get("source") or participant_key
                 latest[str(source)] = {
                     "participant_id": sub,
                     "run_id": status.get("run_id", run_id),
@@ -279,10 +292,23 @@ def collect(
     # participants.tsv columns (all of them, so users can pick covariates later)
     parts = read_participants(Path(bids_dir) if bids_dir else None)
     clash: list[str] = []
+    matched = None
     if parts is not None:
         reserved = set(table.columns) | {"vendor", "outlier_regions"}
         clash = [c for c in parts.columns if c != "participant_id" and c in reserved]
         parts = parts.rename(columns={c: f"participants_{c}" for c in clash})
+        ids = set(parts["participant_id"])
+        with_outputs = sorted(table["participant_id"].unique())
+        missing = [p for p in with_outputs if p not in ids]
+        matched = len(with_outputs) - len(missing)
+        if missing:
+            unused = sorted(ids - set(with_outputs))
+            rows = f"; its ids without outputs: {_some(unused)}" if unused else ""
+            warnings.append(
+                f"{Path(bids_dir) / 'participants.tsv'}: no row for {len(missing)} of "
+                f"{len(with_outputs)} participant(s) with outputs ({_some(missing)}), whose "
+                f"covariates and scores are n/a{rows}"
+            )
         table = table.merge(parts, on="participant_id", how="left", validate="many_to_one")
     else:
         warnings.append("no participants.tsv in bids_dir: no covariates available")
@@ -299,7 +325,12 @@ def collect(
         table["vendor"] = table["manufacturer"].map(normalise_vendor)
     table["vendor"] = table["vendor"].fillna("n/a")
     table = table.sort_values(["participant_id", "session", "acquisition", "run"], kind="stable")
-    return Collection(table.reset_index(drop=True), failures_df, warnings)
+    return Collection(table.reset_index(drop=True), failures_df, warnings, matched)
+
+
+def _some(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _merge_sessions(table: pd.DataFrame, bids_dir: Path | None, warnings: list[str]):

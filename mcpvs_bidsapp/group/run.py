@@ -75,6 +75,43 @@ def _check_columns(table: pd.DataFrame, columns: list[str], option: str) -> None
         )
 
 
+def check_value_types(
+    table: pd.DataFrame, columns: list[str], option: str, bids_dir, *, numeric: bool
+) -> None:
+    """Refuse a column that mixes numbers and text (``90+`` among ages, ``1,5`` with a decimal
+    comma): fitted as it is, each distinct value would become a category of its own and the
+    real effect would vanish. With ``numeric`` (visual scores), any text cell is refused."""
+    for column in columns:
+        values = table.drop_duplicates("participant_id")[["participant_id", column]].dropna()
+        if values.empty:
+            continue
+        as_number = pd.to_numeric(values[column], errors="coerce")
+        bad = values[as_number.isna()]
+        if bad.empty or (len(bad) == len(values) and not numeric):
+            continue  # all numbers, or a text covariate (yes/no, site): categorical
+        cells = ", ".join(
+            f"{v!r} ({pid})" for pid, v in bad.head(3).itertuples(index=False, name=None)
+        )
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise GroupError(
+            f"{_column_file(bids_dir, column)}: column {column.removeprefix('participants_')!r} "
+            f"({option}) {'must be numeric' if numeric else 'mixes numbers and text'}: "
+            f"{len(bad)} of {len(values)} value(s) are not numbers: {cells}{more}; write them "
+            "as numbers, or n/a to leave those participants out"
+        )
+
+
+def _column_file(bids_dir, column: str) -> str:
+    """participants.tsv when the column is in its header, else the sessions.tsv files."""
+    name = column.removeprefix("participants_")
+    path = Path(bids_dir) / "participants.tsv" if bids_dir else Path("participants.tsv")
+    try:
+        header = path.read_text().splitlines()[0].split("\t")
+    except (OSError, IndexError):
+        header = []
+    return str(path) if name in [h.strip() for h in header] else "sub-*/sub-*_sessions.tsv"
+
+
 def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -> dict:
     """All statistics for one method group; writes the TSVs and returns them for the report."""
     results: dict = {"files": {}}
@@ -109,6 +146,7 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
     # multiple linear regression (Table 3)
     if settings.group.covariates:
         covariates = _resolve(table, settings.group.covariates, "--covariates")
+        check_value_types(table, covariates, "--covariates", settings.bids_dir, numeric=False)
         frames = []
         for outcome in ("bg_pvsnm", "wm_pvsnm"):
             models = [("covariates", None)] + ([("covariates+vendor", "vendor")] if vendor else [])
@@ -130,6 +168,7 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
     if settings.group.visual_score_columns:
         pairs = parse_visual_columns(settings.group.visual_score_columns)
         columns = _resolve(table, [c for _, c in pairs], "--visual-score-columns")
+        check_value_types(table, columns, "--visual-score-columns", settings.bids_dir, numeric=True)
         pairs = [(region, col) for (region, _), col in zip(pairs, columns, strict=True)]
         sp_rows, an_rows, ph_frames = [], [], []
         vendors = ["all"] + (known if vendor else [])
@@ -273,11 +312,13 @@ def _run(settings) -> int:
     )
     for warning in coll.warnings:
         LOGGER.warning(warning)
-    write_tsv(coll.failures, output_dir / "group_failures.tsv", "group_failures")
+    # every refusal comes before the first write: a refused run leaves the last good group
+    # outputs as they were (issue #17, item 9)
     if coll.table.empty:
+        first = f" (e.g. {coll.failures['error'].iloc[0]})" if len(coll.failures) else ""
         raise GroupError(
             f"{output_dir}: no participant outputs (sub-*/[ses-*/]anat/*{spec.MEASURES.suffix})"
-            f" found; {len(coll.failures)} failed run(s) listed in group_failures.tsv"
+            f" found; the status files record {len(coll.failures)} failed run(s){first}"
         )
     groups = method_groups(coll.table)
     split = settings.group.split_by_method
@@ -288,6 +329,10 @@ def _run(settings) -> int:
             f"({desc}); their PVS volumes are not comparable. Rerun the participant level "
             "with one method, or pass --split-by-method to analyse each group separately"
         )
+    check_request(coll, settings)
+
+    started = _fs_now(output_dir)
+    write_tsv(coll.failures, output_dir / "group_failures.tsv", "group_failures")
     for key, sub in groups.items():
         dest = output_dir if len(groups) == 1 else output_dir / f"group-{method_label(key)}"
         results = analyse(sub.reset_index(drop=True), settings, dest, coll.failures)
@@ -295,4 +340,73 @@ def _run(settings) -> int:
         results["warnings"] = coll.warnings
         report.write_report(dest, output_dir, results, settings)
         LOGGER.info("group level for %s written to %s", method_label(key), dest)
+    for stale in remove_stale_group_files(output_dir, started):
+        LOGGER.info("removed %s (not produced by this group run)", stale)
     return 0
+
+
+def check_request(coll: Collection, settings) -> None:
+    """What the user asked for can be done with these tables (one GroupError line if not)."""
+    table, group = coll.table, settings.group
+    asked = []
+    if group.covariates:
+        columns = _resolve(table, group.covariates, "--covariates")
+        check_value_types(table, columns, "--covariates", settings.bids_dir, numeric=False)
+        asked.append("--covariates")
+    if group.visual_score_columns:
+        pairs = parse_visual_columns(group.visual_score_columns)
+        columns = _resolve(table, [c for _, c in pairs], "--visual-score-columns")
+        check_value_types(table, columns, "--visual-score-columns", settings.bids_dir, numeric=True)
+        asked.append("--visual-score-columns")
+    if group.manual_masks and not Path(group.manual_masks).is_dir():
+        raise GroupError(f"--manual-masks {group.manual_masks}: no such folder")
+    if asked and coll.participants_matched == 0:
+        raise GroupError(
+            f"{Path(settings.bids_dir) / 'participants.tsv'}: none of its participant_id values "
+            f"matches a participant with outputs ({table['participant_id'].iloc[0]}, ...), so "
+            f"{' and '.join(asked)} have no values; write the ids as sub-<label>"
+        )
+
+
+def _fs_now(folder: Path) -> float:
+    """The file system's own clock (a shared file system's server may differ from ours)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".mcpvs-clock-") as fobj:
+        return Path(fobj.name).stat().st_mtime
+
+
+def group_output_files(output_dir: Path) -> list[Path]:
+    """Every file the group level writes (tables, sidecars, report, figures), in output_dir
+    and in its ``group-<method>`` folders; nothing else is ever listed."""
+    folders = [output_dir] + sorted(
+        p for p in output_dir.glob("group-*") if p.is_dir() and not p.is_symlink()
+    )
+    names = {f"{stem}{ext}" for stem in spec.GROUP_TABLES for ext in (".tsv", ".json")}
+    names.add(spec.GROUP_REPORT)
+    found = []
+    for folder in folders:
+        found += [folder / n for n in sorted(names) if (folder / n).is_file()]
+        figures = folder / spec.GROUP_FIGURES_DIR
+        if figures.is_dir() and not figures.is_symlink():
+            found += sorted(p for p in figures.glob("*.svg") if p.is_file())
+    return found
+
+
+def remove_stale_group_files(output_dir: Path, started: float) -> list[Path]:
+    """Delete group files an earlier group run wrote and this one did not (old visual-score
+    tables, a method folder whose participants are gone, old figures), so that every group
+    file in output_dir belongs to the newest run."""
+    removed = []
+    for path in group_output_files(output_dir):
+        if path.stat().st_mtime < started:
+            path.unlink()
+            removed.append(path)
+    for folder in sorted(output_dir.glob("group-*"), reverse=True):
+        for sub in (folder / spec.GROUP_FIGURES_DIR, folder):
+            if sub.is_dir() and not sub.is_symlink() and not any(sub.iterdir()):
+                sub.rmdir()
+    figures = output_dir / spec.GROUP_FIGURES_DIR
+    if figures.is_dir() and not figures.is_symlink() and not any(figures.iterdir()):
+        figures.rmdir()
+    return removed

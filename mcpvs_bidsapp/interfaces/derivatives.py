@@ -26,10 +26,12 @@ from nipype.interfaces.base import (
 )
 
 from mcpvs_bidsapp.bids import T1wInput
+from mcpvs_bidsapp.errors import OutputFolderError
+from mcpvs_bidsapp.orientation import to_grid
 from mcpvs_bidsapp.outputs import spec
 from mcpvs_bidsapp.outputs.provenance import Key, N4Mask, n4_label, software_versions
-from mcpvs_bidsapp.outputs.read import t1w_entities
-from mcpvs_bidsapp.outputs.write import stage
+from mcpvs_bidsapp.outputs.read import t1w_entities, written_by_mcpvs
+from mcpvs_bidsapp.outputs.write import resolve_target, stage
 
 
 class _WriteInputSpec(BaseInterfaceInputSpec):
@@ -139,34 +141,46 @@ class WriteDerivatives(SimpleInterface):
         if isdefined(inputs.wmh_file) and inputs.wmh_file:
             measures_meta[Key.WMH_SOURCE] = str(inputs.wmh_file)
 
+        finals = [anat / d.name(prefix) for d in (*images, spec.MEASURES, spec.CLUSTERS)]
+        finals += [spec.sidecar_path(anat / d.name(prefix)) for d in (*images, spec.MEASURES)]
+        for final in finals:
+            resolve_target(final, out_root)
+            if final.exists() and not written_by_mcpvs(final):
+                raise OutputFolderError(
+                    f"{final}: exists and was not written by mcpvs; refusing to replace it "
+                    "(move it, or use an output folder of mcpvs's own)"
+                )
         staged: list[tuple[Path, Path]] = []
         anat.mkdir(parents=True, exist_ok=True)
         try:
             for derivative, (src, meta) in images.items():
                 dtype = np.dtype(derivative.dtype)
-                data = np.asanyarray(nb.load(src).dataobj).astype(dtype)
-                if data.shape != ref.shape[:3]:
-                    raise RuntimeError(
-                        f"{derivative.entities}: shape {data.shape} != input {ref.shape[:3]}"
-                    )
+                try:  # steps ran on the RAS+ copy: back to the input's voxel order, exactly
+                    data = to_grid(nb.load(src), ref).astype(dtype)
+                except ValueError as err:
+                    raise RuntimeError(f"{derivative.entities}: {err}") from None
                 header = ref.header.copy()
                 header.set_data_dtype(dtype)
                 header.set_slope_inter(1, 0)
                 out = nb.Nifti1Image(data, ref.affine, header)
                 final = anat / derivative.name(prefix)
-                staged.append((stage(final, out.to_filename), final))
+                staged.append((stage(final, out.to_filename, root=out_root), final))
                 sidecar = spec.sidecar_path(final)
                 payload = json.dumps({**common, **meta}, indent=2, default=str) + "\n"
-                staged.append((stage(sidecar, lambda p, s=payload: Path(p).write_text(s)), sidecar))
+                write = lambda p, s=payload: Path(p).write_text(s)  # noqa: E731
+                staged.append((stage(sidecar, write, root=out_root), sidecar))
             for derivative, src in (
                 (spec.MEASURES, inputs.measures),
                 (spec.CLUSTERS, inputs.clusters),
             ):
                 final = anat / derivative.name(prefix)
-                staged.append((stage(final, lambda p, s=src: shutil.copyfile(s, p)), final))
+                copy = lambda p, s=src: shutil.copyfile(s, p)  # noqa: E731
+                staged.append((stage(final, copy, root=out_root), final))
             mjson = spec.sidecar_path(anat / spec.MEASURES.name(prefix))
             payload = json.dumps(measures_meta, indent=2, default=str) + "\n"
-            staged.append((stage(mjson, lambda p: Path(p).write_text(payload)), mjson))
+            staged.append(
+                (stage(mjson, lambda p: Path(p).write_text(payload), root=out_root), mjson)
+            )
             # every file is complete on disk: now make them all visible
             for tmp, final in staged:
                 os.replace(tmp, final)

@@ -26,6 +26,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from mcpvs_bidsapp.orientation import voxel_sizes
 from mcpvs_bidsapp.outputs.provenance import Key, N4Mask
 
 N4_DEFAULTS = {
@@ -61,7 +62,7 @@ def n4_masked(
     # near 1 (a normalised input, the demo phantoms) adding 1 halved the PVS contrast and the
     # built-in method found nothing (demo Dice 0.97 on the raw image, 0 after preprocessing).
     masked = np.where(mask, data, 0).astype(np.float32)
-    spacing = tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(0)))
+    spacing = voxel_sizes(affine)  # quantised: the same for every storage order
     image = ants.from_numpy(masked, spacing=spacing)
     n4_mask = np.ones_like(masked) if whole_image else mask.astype(np.float32)
     ants_mask = ants.from_numpy(n4_mask, spacing=spacing)

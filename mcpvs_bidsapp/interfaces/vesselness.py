@@ -16,6 +16,7 @@ from nipype.interfaces.base import (
 )
 
 from .. import vesselness
+from ..orientation import voxel_sizes
 
 
 class _VesselnessPVSInputSpec(BaseInterfaceInputSpec):
@@ -60,7 +61,7 @@ class VesselnessPVS(SimpleInterface):
             regions = np.where(brain, regions, 0).astype(np.uint8)
         params = dict(self.inputs.parameters) if self.inputs.parameters else None
         prob, mask, used = vesselness.segment_pvs(
-            data, regions, img.header.get_zooms()[:3], affine=img.affine, params=params
+            data, regions, voxel_sizes(img.affine), affine=img.affine, params=params
         )
         used = json.loads(json.dumps(used))  # plain JSON types for sidecars
         stem = name.split(".nii")[0]

@@ -72,8 +72,13 @@ class PVSSegmenter(Protocol):
 class RegionScheme(Protocol):
     """Brain mask, BG/WM regions (``outputs.spec.Region`` codes) and ICV of one T1w.
 
-    ``init_workflow`` returns a workflow with ``inputnode.t1w`` and an ``outputnode`` holding
-    :data:`REGION_OUTPUTS`, every image on the input's own grid.
+    ``init_workflow`` returns a workflow with ``inputnode.t1w`` (the validated T1w, RAS+
+    voxel order) and an ``outputnode`` holding :data:`REGION_OUTPUTS`, every image on that
+    grid. A scheme whose steps read intensities after the brain mask sets
+    ``uses_bias_corrected = True``; ``init_workflow`` then also gets ``bias_correction``, the
+    run's N4 node, to add to its workflow: it must feed its ``in_file`` (the T1w) and
+    ``in_mask`` (its brain mask) and may read its ``out_file`` (a missing attribute means
+    False; see ``workflows.regions.init_regions_wf``).
     """
 
     name: str

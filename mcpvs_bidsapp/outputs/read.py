@@ -15,8 +15,9 @@ import os
 import re
 from pathlib import Path
 
-from mcpvs_bidsapp.errors import BIDSError, McpvsError
+from mcpvs_bidsapp.errors import BIDSError, McpvsError, OutputFolderError
 from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.provenance import Key
 
 _T1W_NAME = re.compile(r"^(sub-[^_]+.*?)_T1w\.nii(\.gz)?$")
 
@@ -185,3 +186,71 @@ def latest_status(output_dir: Path, participant_label: str) -> dict | None:
     """The newest status of a participant, or None."""
     files = status_files(output_dir, participant_label)
     return json.loads(files[-1].read_text()) if files else None
+
+
+# --- whose folder and whose files ---------------------------------------------------------
+
+PIPELINE_NAME = spec.PIPELINE_NAME
+
+
+def check_output_dir(output_dir: Path | str) -> None:
+    """Refuse an output folder that holds another pipeline's derivatives (or raw data).
+
+    Its dataset_description.json must say ``GeneratedBy: [{"Name": "mcpvs"}]``; without one,
+    the folder must hold no ``sub-*`` entries (an empty or a new folder is fine). mcpvs names
+    its preprocessed T1w and brain mask as fMRIPrep does (``spec.PREPROC_T1W``,
+    ``spec.BRAIN_MASK``), so sharing a folder would overwrite the other pipeline's files
+    (issue #17, item 6).
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return
+    desc = output_dir / spec.DATASET_DESCRIPTION
+    advice = f"use a folder of its own, e.g. {output_dir / PIPELINE_NAME}"
+    if not desc.is_file():
+        # a participant folder holding only log/ (locks, status) is a run of ours that started
+        # a moment ago (e.g. a neighbouring SLURM task): not a reason to refuse
+        subjects = sorted(
+            p.name
+            for p in output_dir.glob("sub-*")
+            if not (p.is_dir() and {c.name for c in p.iterdir()} <= {"log"})
+        )
+        if subjects:
+            raise OutputFolderError(
+                f"{output_dir}: holds {subjects[0]}{' ...' if len(subjects) > 1 else ''} but no "
+                f"{spec.DATASET_DESCRIPTION}, so it is not an mcpvs output folder; {advice}"
+            )
+        return
+    try:
+        data = read_json(desc)
+    except SidecarError as err:
+        raise OutputFolderError(f"{err}; not an mcpvs output folder ({advice})") from None
+    names = [str(g.get("Name", "?")) for g in data.get("GeneratedBy") or [] if isinstance(g, dict)]
+    if PIPELINE_NAME in names and data.get("DatasetType") == "derivative":
+        return
+    if names:
+        owner = f"derivatives of {', '.join(names)}"
+    elif data.get("DatasetType", "raw") == "raw":
+        owner = "a raw BIDS dataset"
+    else:
+        owner = "derivatives of an unnamed pipeline"
+    raise OutputFolderError(
+        f"{output_dir}: holds {owner} ({spec.DATASET_DESCRIPTION}); mcpvs would overwrite "
+        f"files of the same names; {advice}"
+    )
+
+
+def written_by_mcpvs(path: Path | str) -> bool:
+    """Whether an existing derivative file was written by mcpvs: its JSON sidecar (for a
+    sidecar, itself; for the cluster census, the measures sidecar) names mcpvs in
+    ``SoftwareVersions``."""
+    path = Path(path)
+    if path.name.endswith(".json"):
+        sidecar = path
+    elif path.name.endswith(spec.CLUSTERS.suffix):
+        stem = path.name[: -len(spec.CLUSTERS.suffix)]
+        sidecar = path.with_name(stem + spec.MEASURES.sidecar_suffix)
+    else:
+        sidecar = spec.sidecar_path(path)
+    versions = read_json_or_empty(sidecar).get(Key.SOFTWARE_VERSIONS)
+    return isinstance(versions, dict) and PIPELINE_NAME in versions

@@ -145,11 +145,15 @@ IMAGES: tuple[Derivative, ...] = tuple(d for d in DERIVATIVES if d.extension == 
 #: written last of a T1w's set, so its presence means the whole set is there
 COMMIT_MARKER = PVS_MASK
 
+#: ``GeneratedBy[].Name`` in mcpvs's dataset_description.json (how a folder is known as ours)
+PIPELINE_NAME = "mcpvs"
 #: top-level files of the derivatives folder
 DATASET_DESCRIPTION = "dataset_description.json"
 REGION_TABLE_FILE = f"{REGIONS_DSEG.entities}.tsv"
 STATUS_FILE = "mcpvs_status.json"
 PLAN_FILE = "plan.json"
+#: held by the run processing a participant (execution/locks.py), beside its log folders
+LOCK_FILE = "mcpvs.lock"
 
 
 def anat_dir(entities: dict) -> Path:
@@ -174,6 +178,16 @@ def sidecar_path(image_path: Path | str) -> Path:
 def log_dir(output_dir: Path | str, participant_label: str, run_id: str) -> Path:
     """``<output_dir>/sub-<label>/log/<run_id>``: crash files, the status and the plan."""
     return Path(output_dir) / f"sub-{participant_label}" / "log" / run_id
+
+
+def lock_path(output_dir: Path | str, participant_label: str) -> Path:
+    """``<output_dir>/sub-<label>/log/mcpvs.lock``: one run per participant at a time."""
+    return Path(output_dir) / f"sub-{participant_label}" / "log" / LOCK_FILE
+
+
+def work_lock_path(work_dir: Path | str, participant_label: str) -> Path:
+    """The same lock in the work dir (two output folders may share one work dir)."""
+    return Path(work_dir) / "locks" / f"sub-{participant_label}.lock"
 
 
 def report_path(output_dir: Path | str, participant_label: str) -> Path:

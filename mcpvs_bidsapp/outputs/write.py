@@ -9,15 +9,55 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from mcpvs_bidsapp.errors import OutputFolderError
 
-def stage(final: Path | str, writer) -> Path:
+
+def resolve_target(final: Path | str, root: Path | str) -> Path:
+    """``final`` if writing it lands inside ``root`` once every symlink is followed.
+
+    ``out/sub-01 -> bids/sub-01`` would otherwise send a participant's outputs, logs and
+    figures into the input dataset (issue #17, item 7). The folder that will hold the file is
+    resolved (the file's own name may be a link: a rename replaces the link, not its target).
+    Symlinks above ``root`` (``/scratch -> /gpfs/scratch``) are fine.
+    """
+    final = Path(final)
+    real_root = Path(root).resolve()
+    real_parent = final.parent.resolve()
+    if real_parent != real_root and real_root not in real_parent.parents:
+        raise OutputFolderError(
+            f"{final.parent}: resolves to {real_parent}, outside output_dir {root} (a symbolic "
+            "link?); refusing to write there"
+        )
+    return final
+
+
+def check_tree(folder: Path | str, root: Path | str) -> None:
+    """Every folder below ``folder`` (itself included) resolves inside ``root``: a symlink out
+    of the derivatives anywhere in a participant's tree is refused before anything is written
+    into it (Nipype writes its crash files there itself, past :func:`resolve_target`)."""
+    folder = Path(folder)
+    if not folder.exists() and not folder.is_symlink():
+        resolve_target(folder / "x", root)  # its parents may still be links
+        return
+    resolve_target(folder / "x", root)
+    for current, dirs, _ in os.walk(folder):  # does not follow links: each one is checked
+        for name in dirs:
+            path = Path(current) / name
+            if path.is_symlink():
+                resolve_target(path / "x", root)
+
+
+def stage(final: Path | str, writer, *, root: Path | str | None = None) -> Path:
     """Write ``final``'s content to a temporary file beside it with ``writer(tmp_path)``.
 
     Returns the temporary path; the caller renames it into place (``os.replace``) when every
     file of a set is ready, or deletes it. Beside the final name so that the rename is atomic
-    on POSIX file systems (also on clusters' shared file systems).
+    on POSIX file systems (also on clusters' shared file systems). With ``root`` (the
+    derivatives folder) the target must resolve inside it (:func:`resolve_target`).
     """
     final = Path(final)
+    if root is not None:
+        resolve_target(final, root)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{final.name.split('.')[0]}.", suffix="".join(final.suffixes), dir=final.parent
@@ -34,9 +74,9 @@ def stage(final: Path | str, writer) -> Path:
 
 
 @contextmanager
-def atomic_path(final: Path | str):
+def atomic_path(final: Path | str, *, root: Path | str | None = None):
     """Yield a temporary path beside ``final``; rename it into place only on success."""
-    tmp = stage(final, lambda _: None)
+    tmp = stage(final, lambda _: None, root=root)
     try:
         yield tmp
         _fsync(tmp)
@@ -48,16 +88,16 @@ def atomic_path(final: Path | str):
         tmp.unlink(missing_ok=True)
 
 
-def write_text(final: Path | str, text: str) -> Path:
-    """Write text atomically."""
-    with atomic_path(final) as tmp:
+def write_text(final: Path | str, text: str, *, root: Path | str | None = None) -> Path:
+    """Write text atomically (inside ``root`` when given, see :func:`resolve_target`)."""
+    with atomic_path(final, root=root) as tmp:
         tmp.write_text(text)
     return Path(final)
 
 
-def write_json(final: Path | str, data: dict) -> Path:
+def write_json(final: Path | str, data: dict, *, root: Path | str | None = None) -> Path:
     """Write a JSON file atomically (sorted keys off: BIDS readers like the given order)."""
-    return write_text(final, json.dumps(data, indent=2, default=_json_default) + "\n")
+    return write_text(final, json.dumps(data, indent=2, default=_json_default) + "\n", root=root)
 
 
 def copy_file(src: Path | str, final: Path | str) -> Path:

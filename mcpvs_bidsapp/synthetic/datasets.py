@@ -89,3 +89,64 @@ def make_small_bids(
         rows.append(f"sub-{label}\t{60 + 5 * i}\t{vendor}")
     (dest / "participants.tsv").write_text("\n".join(rows) + "\n")
     return dest
+
+
+def storage_orders(img: nb.Nifti1Image, oblique_deg: tuple[float, float] = (20.0, 10.0)) -> dict:
+    """One head stored four ways: ``{"RAS", "LPI", "LIA", "oblique"}`` -> image.
+
+    RAS, LPI and LIA hold the same voxels in another order with the affine that keeps every
+    voxel at the same world position (LIA is FreeSurfer's conformed order). ``oblique`` holds
+    the RAS voxels with the affine turned ``oblique_deg`` = (pitch about the left-right axis,
+    yaw about the superior axis) degrees about the world origin: the voxel grid at an angle
+    to the scanner, as an oblique acquisition's header says. Measures must not depend on which
+    (tests/test_orientation.py, benchmarks/orientation.py).
+    """
+    ras = nb.as_closest_canonical(img)
+    data = np.asanyarray(ras.dataobj)
+    out = {"RAS": nb.Nifti1Image(data, ras.affine, ras.header)}
+    for codes in ("LPI", "LIA"):
+        out[codes] = reorder(ras, codes)
+    pitch, yaw = np.deg2rad(oblique_deg)
+    rot_x = np.array(
+        [[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]]
+    )
+    rot_z = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    turn = np.eye(4)
+    turn[:3, :3] = rot_z @ rot_x
+    out["oblique"] = nb.Nifti1Image(data, turn @ ras.affine, ras.header)
+    for image in out.values():
+        image.set_qform(image.affine, code=1)
+        image.set_sform(image.affine, code=1)
+    return out
+
+
+def reorder(img: nb.Nifti1Image, axcodes: str) -> nb.Nifti1Image:
+    """The same voxels stored in another order (``"LIA"``...), at the same world positions."""
+    from nibabel.orientations import (
+        apply_orientation,
+        axcodes2ornt,
+        inv_ornt_aff,
+        io_orientation,
+        ornt_transform,
+    )
+
+    data = np.asanyarray(img.dataobj)
+    transform = ornt_transform(io_orientation(img.affine), axcodes2ornt(axcodes))
+    affine = img.affine @ inv_ornt_aff(transform, data.shape)
+    out = nb.Nifti1Image(apply_orientation(data, transform), affine, img.header)
+    out.set_qform(affine, code=1)
+    out.set_sform(affine, code=1)
+    return out
+
+
+def with_bias_field(img: nb.Nifti1Image, log_range: float = 0.45) -> nb.Nifti1Image:
+    """The head times a smooth multiplicative field, ``exp(log_range * u)`` with ``u`` from -1
+    to 1 along the world's left-posterior-inferior to right-anterior-superior diagonal
+    (0.64 to 1.57 for the default): a strong receive-coil bias, as at 3 T with a small coil."""
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    ijk = np.indices(data.shape).reshape(3, -1).T
+    xyz = nb.affines.apply_affine(img.affine, ijk)
+    u = xyz @ (np.ones(3) / np.sqrt(3))
+    u = 2 * (u - u.min()) / (u.max() - u.min()) - 1
+    field = np.exp(log_range * u).reshape(data.shape).astype(np.float32)
+    return nb.Nifti1Image(data * field, img.affine)

@@ -19,6 +19,7 @@ from mcpvs_bidsapp.config import RunPlan
 from mcpvs_bidsapp.engine.resources import shared_step_gb
 from mcpvs_bidsapp.interfaces.derivatives import WriteDerivatives
 from mcpvs_bidsapp.interfaces.measures import PVSMeasures
+from mcpvs_bidsapp.interfaces.validation import ToCanonical
 from mcpvs_bidsapp.outputs import spec
 from mcpvs_bidsapp.workflows.preproc import init_preproc_wf
 from mcpvs_bidsapp.workflows.segment import init_segment_wf
@@ -66,8 +67,13 @@ def init_t1w_wf(plan: RunPlan, t1w: T1wInput, *, name: str | None = None) -> pe.
         method=plan.method, options=plan.method_options, omp_nthreads=omp, n_voxels=n_voxels
     )
     measures = pe.Node(PVSMeasures(), name="measures", mem_gb=shared_step_gb("measures", n_voxels))
-    if t1w.wmh_file:
-        measures.inputs.in_wmh = str(t1w.wmh_file)
+    if t1w.wmh_file:  # on the input grid; the steps run on the RAS+ copy (orientation.py)
+        wmh = pe.Node(
+            ToCanonical(in_file=str(t1w.wmh_file)),
+            name="wmh_canonical",
+            mem_gb=shared_step_gb("validate", n_voxels),
+        )
+        workflow.connect(wmh, "out_file", measures, "in_wmh")
     write = pe.Node(
         WriteDerivatives(
             base_directory=str(plan.output_dir),

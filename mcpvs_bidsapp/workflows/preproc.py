@@ -8,9 +8,9 @@ from nipype.pipeline import engine as pe
 from mcpvs_bidsapp.engine.resources import REFERENCE_VOXELS, shared_step_gb
 from mcpvs_bidsapp.interfaces.fcm import FCMNormalize
 from mcpvs_bidsapp.interfaces.n4 import N4BiasCorrection
-from mcpvs_bidsapp.interfaces.validation import ValidateT1w
+from mcpvs_bidsapp.interfaces.validation import CheckHead, ValidateT1w
 from mcpvs_bidsapp.outputs.provenance import N4Mask
-from mcpvs_bidsapp.workflows.regions import init_regions_wf
+from mcpvs_bidsapp.workflows.regions import N4_IN_REGIONS, has_n4, init_regions_wf
 
 
 def init_preproc_wf(
@@ -50,28 +50,50 @@ def init_preproc_wf(
         name="outputnode",
     )
     validate = pe.Node(ValidateT1w(), name="validate", mem_gb=shared_step_gb("validate", n_voxels))
-    regions_wf = init_regions_wf(scheme=regions, omp_nthreads=omp_nthreads, n_voxels=n_voxels)
-    n4 = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads, n4_mask=n4_mask.value),
-        name="n4",
-        n_procs=omp_nthreads,
-        mem_gb=shared_step_gb("n4", n_voxels),
+    regions_wf = init_regions_wf(
+        scheme=regions, omp_nthreads=omp_nthreads, n_voxels=n_voxels, n4_mask=n4_mask
     )
+    if has_n4(regions_wf):  # the scheme's intensity steps read the N4 image (item 2)
+        n4, n4_out = regions_wf, f"{N4_IN_REGIONS}."
+    else:
+        n4, n4_out = init_n4_node(n4_mask, omp_nthreads, n_voxels), ""
+        workflow.connect([
+            (validate, n4, [("out_file", "in_file")]),
+            (regions_wf, n4, [("outputnode.brain_mask", "in_mask")]),
+        ])  # fmt: skip
     fcm = pe.Node(FCMNormalize(), name="fcm", mem_gb=shared_step_gb("fcm", n_voxels))
+    # the writer waits for it (its warnings): an implausible head writes no number at all
+    check = pe.Node(CheckHead(), name="check_head", mem_gb=shared_step_gb("validate", n_voxels))
     workflow.connect([
         (inputnode, validate, [("t1w", "in_file")]),
         (validate, regions_wf, [("out_file", "inputnode.t1w")]),
-        (validate, n4, [("out_file", "in_file")]),
-        (regions_wf, n4, [("outputnode.brain_mask", "in_mask")]),
-        (n4, fcm, [("out_file", "in_file")]),
+        (n4, fcm, [(n4_out + "out_file", "in_file")]),
         (regions_wf, fcm, [("outputnode.brain_mask", "in_mask")]),
-        (validate, outputnode, [("out_file", "t1w_valid"), ("warnings", "warnings")]),
+        (inputnode, check, [("t1w", "source_file")]),
+        (validate, check, [("warnings", "in_warnings")]),
+        (validate, check, [("out_file", "in_file")]),
+        (regions_wf, check, [("outputnode.brain_mask", "in_mask"),
+                             ("outputnode.dseg", "in_dseg"),
+                             ("outputnode.icv_mm3", "icv_mm3")]),
+        (validate, outputnode, [("out_file", "t1w_valid")]),
+        (check, outputnode, [("warnings", "warnings")]),
         (regions_wf, outputnode, [("outputnode.brain_mask", "brain_mask"),
                                   ("outputnode.dseg", "regions_dseg"),
                                   ("outputnode.icv_mm3", "icv_mm3"),
                                   ("outputnode.icv_source", "icv_source"),
                                   ("outputnode.regions_method", "regions_method")]),
-        (n4, outputnode, [("parameters", "n4_parameters")]),
+        (n4, outputnode, [(n4_out + "parameters", "n4_parameters")]),
         (fcm, outputnode, [("out_file", "preproc_t1w"), ("parameters", "fcm_parameters")]),
     ])  # fmt: skip
     return workflow
+
+
+def init_n4_node(n4_mask: N4Mask | str, omp_nthreads: int, n_voxels: int) -> pe.Node:
+    """The run's N4 node (inputs ``in_file``, ``in_mask``; outputs ``out_file``,
+    ``parameters``)."""
+    return pe.Node(
+        N4BiasCorrection(num_threads=omp_nthreads, n4_mask=N4Mask(n4_mask).value),
+        name=N4_IN_REGIONS,
+        n_procs=omp_nthreads,
+        mem_gb=shared_step_gb("n4", n_voxels),
+    )

@@ -9,8 +9,11 @@ a 2 mm grid, ANTsPy) and pull the maps onto the subject's native grid.  Because 
 the very ones Samseg starts from, the fast path and the Samseg path define the regions the
 same way; only the subject-specific fit (Samseg's intensity model and mesh deformation) is
 replaced by a registration.  docs/preprocessing.md reports their agreement (Dice).
-The brain mask comes from deepbet; the Nipype adaptor is
-:class:`mcpvs_bidsapp.interfaces.regions_fast.AtlasRegions`.
+The brain mask comes from deepbet; the Nipype adaptors are
+:class:`mcpvs_bidsapp.interfaces.regions_fast.AtlasPriors` (the registration, beside N4) and
+:class:`~mcpvs_bidsapp.interfaces.regions_fast.AtlasRegions` (the region map, whose WM border
+follows the N4-corrected intensities: on the raw T1w a strong bias field shrank the WM by 40 %,
+issue #17, item 2).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from scipy import ndimage as ndi
 from mcpvs_bidsapp.methods import register_region_scheme
 from mcpvs_bidsapp.methods.base import Cite, step_mem_gb
 from mcpvs_bidsapp.methods.regions.samseg import BG_LABELS, NONBRAIN_LABELS, WM_LABELS
+from mcpvs_bidsapp.orientation import deobliqued_copy
 from mcpvs_bidsapp.outputs.spec import Region
 from mcpvs_bidsapp.registration import DEFAULT_SEED, RegistrationJob, Warp, run_registration
 
@@ -134,14 +138,17 @@ def register_atlas(
 
     with tempfile.TemporaryDirectory(prefix="mcpvs_atlas_") as tmp:
         tmp = Path(tmp)
-        # hand ANTs NIfTI files so it reads the exact physical space (oblique and any
-        # orientation) of the subject and of the template
+        # the subject in its voxel frame (orientation.deobliqued_copy): an oblique copy of a
+        # head gives the registration the same problem as the straight one; the warped priors
+        # are voxel maps of the subject's grid, whatever its affine says
         data = np.asanyarray(t1w.dataobj, dtype=np.float32)
-        hdr = t1w.header.copy()
+        frame = deobliqued_copy(t1w).affine
+        hdr = nb.Nifti1Header()
         hdr.set_data_dtype(np.float32)
-        nb.Nifti1Image(np.where(brain_mask > 0, data, 0), t1w.affine, hdr).to_filename(
-            tmp / "subject_brain.nii.gz"
-        )
+        subject = nb.Nifti1Image(np.where(brain_mask > 0, data, 0), frame, hdr)
+        subject.set_qform(frame, code=1)
+        subject.set_sform(frame, code=1)
+        subject.to_filename(tmp / "subject_brain.nii.gz")
         nb.Nifti1Image(tpl_brain, template.affine).to_filename(tmp / "template_brain.nii.gz")
         warps = []
         for k in range(len(PRIOR_CHANNELS)):
@@ -216,9 +223,12 @@ class AtlasScheme:
 
     name = "fast"
     summary = "deepbet + Samseg's atlas priors registered with ANTsPy (~2-3 min)"
+    #: its WM refinement reads intensities: it gets the run's N4 node (``bias_correction``)
+    uses_bias_corrected = True
     #: peak memory (GB) on a 1 mm whole head; deepbet resamples to 256^3 whatever the input
     brain_extraction_gb = 2.5
     registration_gb = 3.0
+    labels_gb = 1.5
 
     def mem_gb(self, n_voxels: int) -> float:
         return max(
@@ -226,14 +236,20 @@ class AtlasScheme:
             step_mem_gb(self.registration_gb, n_voxels),
         )
 
-    def init_workflow(self, *, omp_nthreads: int, n_voxels: int, name: str = "regions_wf"):
+    def init_workflow(
+        self, *, omp_nthreads: int, n_voxels: int, name: str = "regions_wf", bias_correction=None
+    ):
+        """``bias_correction``: the run's N4 node (``workflows.regions.init_regions_wf``
+        gives it); the WM refinement reads its output."""
         from nipype.interfaces import utility as niu
         from nipype.pipeline import engine as pe
 
         from mcpvs_bidsapp.interfaces.brain import DeepBetBrainMask
-        from mcpvs_bidsapp.interfaces.regions_fast import AtlasRegions
+        from mcpvs_bidsapp.interfaces.regions_fast import AtlasPriors, AtlasRegions
         from mcpvs_bidsapp.methods.base import REGION_OUTPUTS
 
+        if bias_correction is None:
+            raise ValueError(f"region scheme {self.name!r} needs the run's N4 node")
         workflow = pe.Workflow(name=name)
         inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
         outputnode = pe.Node(niu.IdentityInterface(fields=list(REGION_OUTPUTS)), name="outputnode")
@@ -247,18 +263,26 @@ class AtlasScheme:
         )
         # one thread: the registration is only reproducible single-threaded (see
         # mcpvs_bidsapp.registration); N4 uses the other cores meanwhile
-        atlas = pe.Node(
-            AtlasRegions(),
-            name="regions_fast",
+        register = pe.Node(
+            AtlasPriors(),
+            name="atlas_registration",
             n_procs=1,
             mem_gb=step_mem_gb(self.registration_gb, n_voxels),
         )
+        regions = pe.Node(
+            AtlasRegions(), name="regions_fast", mem_gb=step_mem_gb(self.labels_gb, n_voxels)
+        )
         workflow.connect([
             (inputnode, brain, [("t1w", "in_file")]),
-            (inputnode, atlas, [("t1w", "in_file")]),
-            (brain, atlas, [("out_mask", "in_mask")]),
+            (inputnode, register, [("t1w", "in_file")]),
+            (brain, register, [("out_mask", "in_mask")]),
+            (register, regions, [("out_priors", "in_priors")]),
+            (brain, regions, [("out_mask", "in_mask")]),
+            (inputnode, bias_correction, [("t1w", "in_file")]),
+            (brain, bias_correction, [("out_mask", "in_mask")]),
+            (bias_correction, regions, [("out_file", "in_file")]),
             (brain, outputnode, [("out_mask", "brain_mask"), ("brain_volume_mm3", "icv_mm3")]),
-            (atlas, outputnode, [("out_dseg", "dseg")]),
+            (regions, outputnode, [("out_dseg", "dseg")]),
         ])  # fmt: skip
         return workflow
 

@@ -29,6 +29,7 @@ from scipy import ndimage as ndi
 from mcpvs_bidsapp.errors import SamsegError
 from mcpvs_bidsapp.methods import register_region_scheme
 from mcpvs_bidsapp.methods.base import Cite, step_mem_gb
+from mcpvs_bidsapp.orientation import deobliqued_copy
 from mcpvs_bidsapp.outputs.spec import Region
 
 #: FreeSurfer LUT labels (as written by Samseg in seg.mgz; checked against the atlas'
@@ -99,12 +100,17 @@ def run_samseg(
     work = Path(out_dir)
     out_dir = work / "samseg"
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Samseg registers its atlas in world space: it gets the image in its voxel frame
+    # (orientation.deobliqued_copy), so that its labels depend neither on the obliquity nor
+    # on float32 rounding of a permuted affine
+    samseg_input = work / "samseg_input.nii.gz"
+    deobliqued_copy(nb.load(str(in_file))).to_filename(samseg_input)
     cmd = [
         sys.executable,
         "-m",
         "samseg.cli.run_samseg",
         "-i",
-        str(in_file),
+        str(samseg_input),
         "-o",
         str(out_dir),
         "--threads",
@@ -133,7 +139,9 @@ def run_samseg(
     if stripped:
         source += "; input looks skull-stripped, so sbTIV misses extra-cerebral CSF"
     return {
-        "seg": str(seg_to_native(seg_mgz, in_file, work / "samseg_seg.nii.gz")),
+        "seg": str(
+            seg_to_native(seg_mgz, in_file, work / "samseg_seg.nii.gz", grid_file=samseg_input)
+        ),
         "sbtiv_mm3": read_sbtiv(out_dir / "sbtiv.stats"),
         "stats": str(out_dir / "samseg.stats"),
         "out_dir": str(out_dir),
@@ -151,16 +159,25 @@ def _samseg_version() -> str:
         return "unknown"
 
 
-def seg_to_native(seg_file: str | Path, ref_file: str | Path, out_file: str | Path) -> Path:
+def seg_to_native(
+    seg_file: str | Path,
+    ref_file: str | Path,
+    out_file: str | Path,
+    *,
+    grid_file: str | Path | None = None,
+) -> Path:
     """Write Samseg's labels as NIfTI with the reference's exact shape, affine and header.
 
     Samseg writes ``seg.mgz`` on the input's own voxel grid (it un-crops into a copy of the
     input geometry), so no resampling is needed; we check that the grids agree to 1e-3 mm and
     then reuse the reference header so that the affine is bit-identical to the input's.
+    ``grid_file``: the image Samseg was given, when it was the reference in its voxel frame
+    (same voxels, another affine; orientation.deobliqued_copy).
     """
     seg = nb.load(str(seg_file))
     ref = nb.load(str(ref_file))
-    if seg.shape[:3] != ref.shape[:3] or not np.allclose(seg.affine, ref.affine, atol=1e-3):
+    grid = nb.load(str(grid_file)) if grid_file else ref
+    if seg.shape[:3] != ref.shape[:3] or not np.allclose(seg.affine, grid.affine, atol=1e-3):
         raise SamsegError(
             f"{Path(ref_file).name}: Samseg output grid {seg.shape[:3]} does not match the "
             f"input grid {ref.shape[:3]}"
