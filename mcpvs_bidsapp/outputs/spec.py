@@ -176,6 +176,11 @@ def log_dir(output_dir: Path | str, participant_label: str, run_id: str) -> Path
     return Path(output_dir) / f"sub-{participant_label}" / "log" / run_id
 
 
+def nipype_log(work_dir: Path | str, run_id: str) -> Path:
+    """The log file of one participant-level invocation (Nipype's and mcpvs's lines)."""
+    return Path(work_dir) / "logs" / f"nipype-{run_id}.log"
+
+
 def report_path(output_dir: Path | str, participant_label: str) -> Path:
     return Path(output_dir) / f"sub-{participant_label}.html"
 
@@ -203,6 +208,26 @@ MEASURE_COLUMNS: dict[str, dict[str, str]] = {
         "Description": "percentage of the region's PVS voxels inside the WMH mask",
         "Units": "%",
     },
+    "est_visual_score": {
+        "Description": "estimated visual PVS score (1-4): the paper's rating rule for the "
+        "region (section 2.6; BG: <5, 5-10, >10, uncountable PVS on the rating section; WM: "
+        "<10 in total, <=10, 11-20, >20 in the section with the most) applied to the PVS mask "
+        "(mcpvs_bidsapp/visual_scores.py); BG and WM rows only",
+        "Levels": {
+            "1": "BG <5 on the section; WM <10 in total",
+            "2": "BG 5-10; WM >=10 in total, <=10 in every section",
+            "3": "BG >10, countable; WM 11-20 in the section with the most",
+            "4": "BG uncountable (>20); WM >20 in a section",
+        },
+    },
+    "est_visual_count": {
+        "Description": "PVS (8-connected in the section) counted on the rating section: the "
+        "axial section of the region with the most PVS",
+    },
+    "est_visual_section": {
+        "Description": "that axial section: its index in the image reoriented to RAS (the "
+        "report's slice numbers)",
+    },
 }
 #: measures columns copied into the group table as ``<region key>_<column>``
 GROUP_MEASURE_COLUMNS: tuple[str, ...] = (
@@ -212,6 +237,15 @@ GROUP_MEASURE_COLUMNS: tuple[str, ...] = (
     "region_volume_mm3",
     "pvsnm",
     "wmh_overlap_pct",
+    "est_visual_score",
+    "est_visual_count",
+    "est_visual_section",
+)
+#: measures columns that only the BG and WM rows have (``n/a`` for the whole brain)
+VISUAL_SCORE_COLUMNS: tuple[str, ...] = (
+    "est_visual_score",
+    "est_visual_count",
+    "est_visual_section",
 )
 #: ``desc-pvs_clusters.tsv``
 CLUSTER_COLUMNS: tuple[str, ...] = (
@@ -260,6 +294,9 @@ GROUP_TABLES: dict[str, dict[str, str]] = {
         "<region>_region_volume_mm3": "volume of the region itself, mm^3",
         "<region>_pvsnm": "1e6 x PVS volume / ICV (the paper's PVSnm)",
         "<region>_wmh_overlap_pct": "% of PVS voxels inside the WMH mask",
+        "<region>_est_visual_score": "estimated visual score (1-4) by the paper's rule (bg, wm)",
+        "<region>_est_visual_count": "PVS counted on the rating section (bg, wm)",
+        "<region>_est_visual_section": "axial section (RAS index) the score was read on",
         "icv_mm3": "intracranial volume, mm^3",
         "method": "PVS segmentation method (nnunet or vesselness)",
         "model_name": "nnU-Net model name (n/a for vesselness)",
