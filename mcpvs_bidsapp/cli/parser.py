@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mcpvs_bidsapp import __version__, methods
@@ -316,6 +317,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     """Parse the command line into a :class:`Settings`."""
     opts = build_parser().parse_args(argv)
     values = vars(opts)
+    values["command"] = ["mcpvs", *(sys.argv[1:] if argv is None else argv)]
     values["bids_filters"] = values.pop("bids_filter_file")
     if values["omp_nthreads"] is None:
         values["omp_nthreads"] = min(values["nprocs"], 8)

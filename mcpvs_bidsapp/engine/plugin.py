@@ -59,12 +59,22 @@ def log_nipype_to_file(log_file: Path, verbosity: int) -> Path:
     return log_file
 
 
-def run_workflow(workflow, plan, log) -> None:
-    """Run a built workflow with the plan's plugin; failures are read from crash files."""
+#: plugins that submit the whole graph at once and call no status callback
+GRAPH_PLUGINS = ("SLURMGraph", "SGEGraph", "PBSGraph", "CondorDAGMan", "LSFGraph")
+
+
+def run_workflow(workflow, plan, log, status_callback=None) -> None:
+    """Run a built workflow with the plan's plugin; failures are read from crash files.
+
+    ``status_callback(node, "start" | "end" | "exception")`` (the console progress) is handed
+    to every plugin that calls one.
+    """
     from mcpvs_bidsapp.engine import slurm
 
     plugin = plan.resources.plugin
     plugin_args = dict(plan.resources.plugin_args)
+    if status_callback is not None and plugin not in GRAPH_PLUGINS:
+        plugin_args["status_callback"] = status_callback
     if plugin in slurm.NIPYPE_SLURM_PLUGINS:
         slurm.prepare_nipype_slurm(workflow)
     try:

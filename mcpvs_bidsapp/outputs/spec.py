@@ -176,6 +176,10 @@ def log_dir(output_dir: Path | str, participant_label: str, run_id: str) -> Path
     return Path(output_dir) / f"sub-{participant_label}" / "log" / run_id
 
 
+#: top-level folder of the scripts the reports share (the viewer: niivue and ours)
+REPORT_ASSETS_DIR = "report_assets"
+
+
 def nipype_log(work_dir: Path | str, run_id: str) -> Path:
     """The log file of one participant-level invocation (Nipype's and mcpvs's lines)."""
     return Path(work_dir) / "logs" / f"nipype-{run_id}.log"
@@ -187,6 +191,11 @@ def report_path(output_dir: Path | str, participant_label: str) -> Path:
 
 def figures_dir(output_dir: Path | str, participant_label: str) -> Path:
     return Path(output_dir) / f"sub-{participant_label}" / "figures"
+
+
+def viewer_data_path(output_dir: Path | str, participant_label: str, prefix: str) -> Path:
+    """The viewer's volumes of one T1w, as a script beside its figures."""
+    return figures_dir(output_dir, participant_label) / f"{prefix}_desc-viewer.js"
 
 
 # --- tables -------------------------------------------------------------------------------
