@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_ver.add_argument("names", nargs="*", help="models to verify (default: all)")
 
     p_rm = sub.add_parser("remove", parents=[store], help="remove an installed model")
-    p_rm.add_argument("name")
+    p_rm.add_argument("name", help="the installed model to remove")
     return parser
 
 

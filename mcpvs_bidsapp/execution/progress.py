@@ -9,8 +9,9 @@ those calls into
 * otherwise (a log file, a SLURM job's output): plain lines, one when a step starts and one
   when it ends, with the time stamp, its elapsed time and the next step of that T1w.
 
-A node that Nipype finds cached in the work dir ends without having started: it is counted as
-*reused*, so a resumed run says how much it did not recompute. The derivatives writer always
+A node that Nipype finds cached in the work dir is counted as *reused* (MultiProc ends it
+without starting it; for plugins that start it anyway the same cache test is made at its
+start), so a resumed run says how much it did not recompute. The derivatives writer always
 runs (``overwrite=True``, so outputs deleted by hand come back); it is counted as *written*,
 not as recomputed.
 """
@@ -39,6 +40,7 @@ class StepCounts:
     order: list[str] = field(default_factory=list)  #: step names, in a topological order
     started: dict[str, float] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
+    reused_pending: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict:
         return {
@@ -54,6 +56,18 @@ def _t1w_and_step(node) -> tuple[str | None, str]:
     parts = str(getattr(node, "fullname", node)).split(".")
     t1w = next((p for p in parts if p.startswith(T1W_PREFIX)), None)
     return t1w, parts[-1]
+
+
+def _will_reuse(node) -> bool:
+    """Whether Nipype will take this node's results from the work dir instead of running it
+    (its own test in ``Node.run``)."""
+    if _always_runs(node):
+        return False
+    try:
+        cached, updated = node.is_cached()
+    except Exception:  # a node that cannot be hashed here simply runs
+        return False
+    return bool(cached and updated)
 
 
 def _always_runs(node) -> bool:
@@ -119,6 +133,8 @@ class Progress:
             counts = self.steps[t1w]
             now = time.time()
             if status == "start":
+                if _will_reuse(node):  # plugins without a local hash check (Linear)
+                    counts.reused_pending.add(step)
                 counts.started[step] = now
                 if not self.tty:
                     self._line(
@@ -127,6 +143,9 @@ class Progress:
             elif status == "end":
                 began = counts.started.pop(step, None)
                 counts.done.add(step)
+                if step in counts.reused_pending:
+                    counts.reused_pending.discard(step)
+                    began = None
                 if began is None:
                     counts.reused += 1
                     kind = "reused from the work dir"

@@ -273,11 +273,16 @@ def _run(settings) -> int:
     )
     for warning in coll.warnings:
         LOGGER.warning(warning)
-    write_tsv(coll.failures, output_dir / "group_failures.tsv", "group_failures")
-    if coll.table.empty:
+    if coll.table.empty:  # refused: nothing is written
+        failed = (
+            f"; {len(coll.failures)} failed run(s) recorded in sub-*/log/*/{spec.STATUS_FILE}"
+            f" (e.g. {coll.failures.iloc[0]['error']})"
+            if len(coll.failures)
+            else ""
+        )
         raise GroupError(
             f"{output_dir}: no participant outputs (sub-*/[ses-*/]anat/*{spec.MEASURES.suffix})"
-            f" found; {len(coll.failures)} failed run(s) listed in group_failures.tsv"
+            f" found{failed}"
         )
     groups = method_groups(coll.table)
     split = settings.group.split_by_method
@@ -288,6 +293,7 @@ def _run(settings) -> int:
             f"({desc}); their PVS volumes are not comparable. Rerun the participant level "
             "with one method, or pass --split-by-method to analyse each group separately"
         )
+    write_tsv(coll.failures, output_dir / "group_failures.tsv", "group_failures")
     for key, sub in groups.items():
         dest = output_dir if len(groups) == 1 else output_dir / f"group-{method_label(key)}"
         results = analyse(sub.reset_index(drop=True), settings, dest, coll.failures)
