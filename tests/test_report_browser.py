@@ -136,8 +136,47 @@ class Chromium:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def render(page: Path, screenshot: Path | None = None) -> dict:
-    """Load ``page``; return its images' load state and every console/network error."""
+VIEWERS_JS = """(async () => {
+  const out = [];
+  for (const box of document.querySelectorAll('.mcpvs-viewer')) {
+    box.scrollIntoView({block: 'center'});
+    await window.mcpvsViewer.open(box);
+    const c = box.querySelector('canvas').getBoundingClientRect();
+    out.push({prefix: box.dataset.prefix, state: box.dataset.state,
+              status: (box.querySelector('.viewer-status') || {}).textContent || ''});
+  }
+  return JSON.stringify(out);
+})()"""
+
+
+def _canvas_shot(browser, session, index: int, path: Path) -> None:
+    """Screenshot of the ``index``-th viewer's canvas, scrolled into view and drawn."""
+    rect = browser.send(
+        "Runtime.evaluate",
+        session,
+        expression=f"(() => {{ const c = document.querySelectorAll('.mcpvs-viewer canvas')"
+        f"[{index}]; c.scrollIntoView({{block: 'center'}}); const r = c.getBoundingClientRect(); "
+        "return JSON.stringify([r.x + window.scrollX, r.y + window.scrollY, r.width, r.height]);"
+        " })()",
+        returnByValue=True,
+    )["result"]["value"]
+    x, y, w, h = json.loads(rect)
+    time.sleep(1.0)  # a few animation frames for WebGL
+    shot = browser.send(
+        "Page.captureScreenshot",
+        session,
+        format="png",
+        captureBeyondViewport=True,
+        clip={"x": x, "y": y, "width": w, "height": h, "scale": 1},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def render(page: Path, screenshot: Path | None = None, viewer_shots: Path | None = None) -> dict:
+    """Load ``page``; return its images' load state, its viewers' state and every
+    console/network error. With ``viewer_shots`` (a folder), every viewer is started and its
+    canvas saved as ``viewer-<n>.png`` there."""
     browser = Chromium()
     try:
         target = browser.send("Target.createTarget", url="about:blank")["targetId"]
@@ -161,7 +200,21 @@ def render(page: Path, screenshot: Path | None = None) -> dict:
             "i => [i.getAttribute('src'), i.complete, i.naturalWidth]))",
             returnByValue=True,
         )["result"]["value"]
+        viewers = []
+        if viewer_shots is not None:
+            viewers = json.loads(
+                browser.send(
+                    "Runtime.evaluate",
+                    session,
+                    expression=VIEWERS_JS,
+                    awaitPromise=True,
+                    returnByValue=True,
+                )["result"]["value"]
+            )
+            for n in range(len(viewers)):
+                _canvas_shot(browser, session, n, viewer_shots / f"viewer-{n}.png")
         if screenshot is not None:
+            browser.send("Runtime.evaluate", session, expression="window.scrollTo(0, 0)")
             size = browser.send("Page.getLayoutMetrics", session)["cssContentSize"]
             shot = browser.send(
                 "Page.captureScreenshot",
@@ -188,7 +241,7 @@ def render(page: Path, screenshot: Path | None = None) -> dict:
             errors.append(params["entry"].get("text", ""))
         elif method == "Network.loadingFailed":
             errors.append(f"load failed: {params.get('errorText')}")
-    return {"images": json.loads(images), "errors": errors}
+    return {"images": json.loads(images), "errors": errors, "viewers": viewers}
 
 
 @pytest.mark.slow

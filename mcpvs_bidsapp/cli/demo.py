@@ -22,7 +22,10 @@ DEMO_PARTICIPANTS = {
 
 def build_demo_dataset(dest: Path, participants: dict | None = None) -> tuple[Path, Path]:
     """Write ``dest/bids`` and ``dest/manual_masks``; return both paths."""
+    import numpy as np
+
     from mcpvs_bidsapp.synthetic.phantoms import phantom_from_mni
+    from mcpvs_bidsapp.visual_scores import estimate
 
     participants = participants or DEMO_PARTICIPANTS
     bids = Path(dest) / "bids"
@@ -39,7 +42,9 @@ def build_demo_dataset(dest: Path, participants: dict | None = None) -> tuple[Pa
             indent=2,
         )
     )
-    rows = ["participant_id\tage\thypertension\tvendor"]
+    # the visual scores a rater who saw exactly the inserted PVS would give (the paper's rules
+    # on the truth), so the group report can show their agreement with the masks' scores
+    rows = ["participant_id\tage\thypertension\tvendor\tbg_score\twm_score"]
     truth_root.mkdir(parents=True, exist_ok=True)
     (truth_root / "dataset_description.json").write_text(
         json.dumps(
@@ -53,7 +58,10 @@ def build_demo_dataset(dest: Path, participants: dict | None = None) -> tuple[Pa
         )
     )
     for label, (load, seed, age, htn, vendor) in participants.items():
-        image, truth, _, _ = phantom_from_mni(load=load, seed=seed)
+        image, truth, _, regions = phantom_from_mni(load=load, seed=seed)
+        scores = estimate(
+            np.asanyarray(truth.dataobj), np.asanyarray(regions.dataobj), truth.affine
+        )
         anat = bids / f"sub-{label}" / "anat"
         anat.mkdir(parents=True, exist_ok=True)
         image.to_filename(anat / f"sub-{label}_T1w.nii.gz")
@@ -70,7 +78,9 @@ def build_demo_dataset(dest: Path, participants: dict | None = None) -> tuple[Pa
         truth_anat = truth_root / f"sub-{label}" / "anat"
         truth_anat.mkdir(parents=True, exist_ok=True)
         truth.to_filename(truth_anat / f"sub-{label}_desc-manual_mask.nii.gz")
-        rows.append(f"sub-{label}\t{age}\t{htn}\t{vendor}")
+        rows.append(
+            f"sub-{label}\t{age}\t{htn}\t{vendor}\t{scores['BG'].score}\t{scores['WM'].score}"
+        )
     (bids / "participants.tsv").write_text("\n".join(rows) + "\n")
     return bids, truth_root
 
@@ -78,7 +88,7 @@ def build_demo_dataset(dest: Path, participants: dict | None = None) -> tuple[Pa
 #: written last into DEST once the demo inputs are complete; names what they were built from
 MARKER = "mcpvs-demo.json"
 #: bump when the demo inputs change (phantom, participants, sidecars): old folders are rebuilt
-DEMO_DATA_VERSION = 2
+DEMO_DATA_VERSION = 3
 
 
 def _marker_content(participants: dict) -> dict:
@@ -201,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             "group",
             "--covariates",
             "age",
+            "--visual-score-columns",
+            "BG=bg_score",
+            "WM=wm_score",
             "--manual-masks",
             str(truth),
             "-w",

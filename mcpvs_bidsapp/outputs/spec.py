@@ -289,6 +289,9 @@ NA_STRINGS = frozenset({"", "n/a", "na", "nan", "none", "null"})
 
 GROUP_FIGURES_DIR = "group_figures"
 GROUP_REPORT = "group.html"
+#: the common space of the cohort frequency map: nilearn's MNI152 (ICBM152 2009a asymmetric)
+TEMPLATE_SPACE = "MNI152NLin2009aAsym"
+GROUP_FREQUENCY_MAP = f"group_space-{TEMPLATE_SPACE}_desc-pvsfrequency_probseg.nii.gz"
 #: group table stem -> its columns' descriptions (the TSV's JSON sidecar)
 GROUP_TABLES: dict[str, dict[str, str]] = {
     "group_pvs": {
@@ -395,6 +398,19 @@ GROUP_TABLES: dict[str, dict[str, str]] = {
         "t": "Welch t statistic",
         "df": "Welch-Satterthwaite degrees of freedom",
         "p_adj": "Dunnett's T3 p-value (studentized maximum modulus, all pairs)",
+    },
+    "group_stats_visual_agreement": {
+        "region": "BG or WM",
+        "score_column": "participants.tsv column with the rated visual score",
+        "vendor": "all, or one vendor",
+        "n": "participants with both a rated and an estimated score",
+        "kappa_linear": "Cohen's kappa with linear weights (scikit-learn), rated vs estimated",
+        "kappa_quadratic": "Cohen's kappa with quadratic weights",
+        "kappa_quadratic_ci_low": "95 % percentile-bootstrap CI (1000 resamples, n >= 10)",
+        "kappa_quadratic_ci_high": "upper bound",
+        "exact_pct": "% of participants whose estimated score equals the rated one",
+        "within_one_pct": "% within one score point",
+        "mean_difference": "mean of estimated - rated (positive: the masks hold more PVS)",
     },
     "group_stats_icc": {
         "region": "BG, WM or whole_brain (PVS volume)",
