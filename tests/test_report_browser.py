@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from _report_data import make_report_dataset
 
+from mcpvs_bidsapp.reports.layout import VIEWER, load_layout
 from mcpvs_bidsapp.reports.participant import build_participant_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -244,6 +245,16 @@ def render(page: Path, screenshot: Path | None = None, viewer_shots: Path | None
     return {"images": json.loads(images), "errors": errors, "viewers": viewers}
 
 
+def _not_blank(png: Path) -> bool:
+    """A drawn viewer: many distinct colours and real contrast, not one flat colour."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    return colours > 64 and float(pixels.std()) > 10 and (pixels.sum(-1) > 60).mean() > 0.05
+
+
 @pytest.mark.slow
 def test_report_renders_in_chromium(tmp_path_factory, shared_data):
     tmp = tmp_path_factory.mktemp("browser")
@@ -253,14 +264,41 @@ def test_report_renders_in_chromium(tmp_path_factory, shared_data):
     copy = tmp / "copied"  # opened from a copied folder: nothing may point back
     shutil.copytree(out, copy)
     shutil.rmtree(out)
-    for label, n_images in (("01", 8), ("02", 1)):
+    n_figures = len([r for r in load_layout().participant if r.key != VIEWER])
+    for label, n_images in (("01", n_figures), ("02", 1)):
         shot = ARTEFACTS / f"report-sub-{label}.png" if label == "02" else ARTEFACTS / "report.png"
-        result = render(copy / f"sub-{label}.html", screenshot=shot)
+        shots = tmp / f"viewer-{label}"
+        result = render(copy / f"sub-{label}.html", screenshot=shot, viewer_shots=shots)
         assert len(result["images"]) == n_images
         broken = [src for src, complete, width in result["images"] if not (complete and width)]
         assert not broken, f"images that did not load: {broken}"
         assert not result["errors"], result["errors"]
         assert shot.stat().st_size > 10_000
+        if label == "01":  # the viewer started and drew the head
+            assert [v["state"] for v in result["viewers"]] == ["ready"], result["viewers"]
+            shutil.copyfile(shots / "viewer-0.png", ARTEFACTS / "report-viewer.png")
+            assert _not_blank(shots / "viewer-0.png")
+        else:
+            assert result["viewers"] == []
+
+
+@pytest.mark.slow
+def test_group_report_renders_in_chromium(tmp_path):
+    from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.group.run import run_group
+    from mcpvs_bidsapp.synthetic.cohort import write_cohort
+
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=24, seed=3, n_failed=1, n_manual=3)
+    settings = Settings.from_options(
+        tmp_path / "bids", tmp_path / "out", "group", work_dir=tmp_path / "work",
+        covariates=["age"], visual_score_columns=["BG=bg_score", "WM=wm_score"],
+        manual_masks=tmp_path / "bids" / "derivatives" / "manual",
+    )  # fmt: skip
+    assert run_group(settings) == 0
+    result = render(tmp_path / "out" / "group.html", screenshot=ARTEFACTS / "group.png")
+    broken = [src for src, complete, width in result["images"] if not (complete and width)]
+    assert not broken and len(result["images"]) >= 6, result["images"]
+    assert not result["errors"], result["errors"]
 
 
 def test_checker_sees_broken_images_and_console_errors(tmp_path):

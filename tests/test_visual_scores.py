@@ -97,3 +97,22 @@ def test_measures_carry_the_estimates_and_the_group_columns_exist():
     assert rows.loc["WM", "est_visual_score"] == 1
     assert pd.isna(rows.loc[spec.WHOLE_BRAIN, "est_visual_score"])
     assert set(spec.VISUAL_SCORE_COLUMNS) <= set(spec.GROUP_MEASURE_COLUMNS)
+
+
+def test_weighted_kappa_matches_scikit_learn():
+    from sklearn.metrics import cohen_kappa_score
+
+    from mcpvs_bidsapp.group.analyses.agreement import agreement, kappa_fast
+
+    rng = np.random.default_rng(4)
+    rated = rng.integers(1, 5, 60)
+    est = np.clip(rated + rng.choice([-1, 0, 0, 1], 60), 1, 4)
+    for weights in ("linear", "quadratic"):
+        want = cohen_kappa_score(rated, est, labels=[1, 2, 3, 4], weights=weights)
+        assert kappa_fast(rated, est, weights) == pytest.approx(want)
+    result = agreement(rated, est)
+    assert result["n"] == 60 and result["exact_pct"] == pytest.approx(100 * np.mean(rated == est))
+    assert result["kappa_quadratic_ci_low"] < result["kappa_quadratic"]
+    assert result["kappa_quadratic"] < result["kappa_quadratic_ci_high"]
+    perfect = agreement([1, 2, 3, 4] * 3, [1, 2, 3, 4] * 3)
+    assert perfect["kappa_linear"] == pytest.approx(1.0) and perfect["within_one_pct"] == 100

@@ -382,9 +382,10 @@ def _pick_sections(
     counts: np.ndarray, region: np.ndarray, first: int, n: int, min_gap: int
 ) -> list[int]:
     """The rating section, then the sections with the most PVS (ties: the largest region
-    area) at least ``min_gap`` sections from every one already chosen."""
+    area) at least ``min_gap`` sections from every one already chosen; none without PVS."""
     area = region.sum(axis=(0, 1))
-    order = [int(k) for k in np.lexsort((area, counts))[::-1] if area[k] > 0]
+    # further sections only where there are PVS to check (a second empty one shows nothing)
+    order = [int(k) for k in np.lexsort((area, counts))[::-1] if area[k] > 0 and counts[k]]
     chosen = [first]
     for k in order:
         if len(chosen) >= n:
@@ -394,14 +395,15 @@ def _pick_sections(
     return chosen
 
 
-def _widen(box: slice, size: int, minimum: int) -> slice:
-    """``box`` grown evenly to at least ``minimum`` pixels (within ``size``)."""
+def _widen(box: slice, size: int, minimum: int, toward: str) -> slice:
+    """``box`` grown to at least ``minimum`` pixels, away from the midline (``toward``: the
+    side it grows to, ``low`` or ``high``), so a hemisphere's window never shows the other's."""
     extra = minimum - (box.stop - box.start)
     if extra <= 0:
         return box
-    lo = max(box.start - extra // 2, 0)
-    hi = min(lo + minimum, size)
-    return slice(max(hi - minimum, 0), hi)
+    if toward == "low":
+        return slice(max(box.stop - minimum, 0), box.stop)
+    return slice(box.start, min(box.start + minimum, size))
 
 
 def _windows(region_view: np.ndarray, midline_col: int, spacing, max_rows_mm: float, margin_mm):
@@ -416,7 +418,13 @@ def _windows(region_view: np.ndarray, midline_col: int, spacing, max_rows_mm: fl
         if not half.any():
             continue
         rows, cbox = _display_box(half, margin)
-        cbox = _widen(cbox, region_view.shape[1], int(round(50.0 / spacing[1])))
+        # never across the midline: the other hemisphere has a window of its own
+        if name == "left":
+            cbox = slice(cbox.start, min(cbox.stop, midline_col))
+        else:
+            cbox = slice(max(cbox.start, midline_col), cbox.stop)
+        side = "low" if name == "left" else "high"
+        cbox = _widen(cbox, region_view.shape[1], int(round(50.0 / spacing[1])), side)
         height_mm = (rows.stop - rows.start) * spacing[0]
         n_parts = max(1, int(np.ceil(height_mm / max_rows_mm)))
         edges = np.linspace(rows.start, rows.stop, n_parts + 1).round().astype(int)
@@ -424,7 +432,7 @@ def _windows(region_view: np.ndarray, midline_col: int, spacing, max_rows_mm: fl
             lo = max(int(edges[part]) - margin[0], 0) if part else int(edges[part])
             hi = int(edges[part + 1]) + (margin[0] if part < n_parts - 1 else 0)
             where = "" if n_parts == 1 else (" front" if part == 0 else " back")
-            out.append((f"{name}{where}", (slice(lo, hi), cbox)))
+            out.append((f"{name}{where}", (slice(lo, hi), cbox), cols))
     return out
 
 
@@ -481,7 +489,7 @@ def plot_pvs_zoom(
             else f"Axial section {k}: {in_region} PVS in the {name}"
         )
         max_rows = 200.0 if code == Region.BG else 80.0
-        for hemi, box in _windows(reg_v, midline, img_v.spacing, max_rows, 6.0):
+        for hemi, box, half in _windows(reg_v, midline, img_v.spacing, max_rows, 6.0):
             img, _ = panels.enlarge(img_v, px_per_mm, *box)
             reg = panels.enlarge(panels.View(reg_v, img_v.spacing), px_per_mm, *box)[0]
             msk = panels.enlarge(panels.View(pvs_v, img_v.spacing), px_per_mm, *box)[0]
@@ -489,7 +497,9 @@ def plot_pvs_zoom(
             marked = plain.copy()
             panels.boundary(marked, reg, colour)
             panels.outline(marked, msk, PVS_RGB)
-            n_here = int(ndimage_label_count(pvs_v[box] & reg_v[box]))
+            in_half = np.zeros_like(reg_v)
+            in_half[:, half] = reg_v[:, half]
+            n_here = int(ndimage_label_count(pvs_v[box] & in_half[box]))
             panels.corner_text(plain, f"{hemi} · T1w", size=14)
             panels.corner_text(marked, f"{hemi} · PVS outlined ({n_here} in the {region})", size=14)
             pair = panels.hstack([plain, marked], gap=8)
