@@ -128,7 +128,7 @@ def _participants(ctx, rel_root: str, pairs) -> dict:
 def write_report(ctx, coll, method_key: tuple) -> Path:
     """Write ``ctx.dest/group.html`` from what the analyses found."""
     from mcpvs_bidsapp.reports.layout import load_layout
-    from mcpvs_bidsapp.reports.participant import environment as jinja_environment
+    from mcpvs_bidsapp.reports.participant import templates
 
     layout = load_layout()
     method, model, checksum, regions, n4_mask = method_key
@@ -172,7 +172,7 @@ def write_report(ctx, coll, method_key: tuple) -> Path:
         f"{rel_root}/group_failures.tsv"
     ]
     page = (
-        jinja_environment()
+        templates()
         .get_template("group.html")
         .render(
             version=__version__,

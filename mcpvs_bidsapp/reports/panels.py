@@ -19,7 +19,6 @@ from scipy import ndimage
 BACKGROUND = (0, 0, 0)
 HEADER = (34, 34, 34)
 TEXT = (255, 255, 255)
-MUTED = (200, 200, 200)
 
 
 def hex_rgb(colour: str) -> tuple[int, int, int]:

@@ -168,10 +168,6 @@ def number(value, decimals: int | None = None) -> str:
     return str(value)
 
 
-def _number(value) -> str:  # kept for callers of the old name
-    return number(value)
-
-
 def _measures(path: Path) -> list[dict]:
     table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
     return [
@@ -387,7 +383,7 @@ def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None
         assets = viewer.write_assets(output_dir)
         assets["niivue_version"] = viewer.niivue_version()
     page = (
-        environment()
+        templates()
         .get_template("participant.html")
         .render(
             label=label,
@@ -413,7 +409,7 @@ def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None
     return out
 
 
-def environment():
+def templates():
     """The Jinja environment of every mcpvs report (participant and group share base.html)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
