@@ -5,7 +5,8 @@
 #   CPU-only torch (CI, CPU clusters), from an index or a TORCH_FIND_LINKS folder URL:
 #     docker build --build-arg TORCH_VARIANT=cpu \
 #                  --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
-#   mcPVS-Net weights baked in: put <name>.zip (nnUNetv2_export_model_to_zip) in docker/models/.
+#   mcPVS-Net weights baked in: put <name>.zip (an nnU-Net v1 or v2 export or results zip) in
+#   docker/models/.
 #
 # Nothing is downloaded at run time: the Samseg atlas and the deepbet weights ship inside
 # their wheels, templates come from nilearn's bundled MNI152, and the model store is either
@@ -91,8 +92,9 @@ RUN pip install --no-deps -c /opt/mcpvs/build/constraints.txt /tmp/src \
     && mcpvs --version
 
 # Optional baked-in models, in their own stage so the archives never reach the image:
-# docker/models/<name>.zip (nnUNetv2_export_model_to_zip archives, e.g. mcpvsnet.zip) are
-# installed as <name>, with the sha256 sums that `mcpvs models verify` re-checks read-only.
+# docker/models/<name>.zip (nnU-Net v1 or v2 export or results archives, e.g. mcpvsnet.zip) are
+# installed as <name>, with the sha256 sums that `mcpvs models verify` re-checks read-only;
+# install refuses an archive whose pickles hold anything a real nnU-Net file does not.
 FROM runtime AS models
 COPY docker/models/ /tmp/models/
 RUN mkdir -p /opt/mcpvs/models \
@@ -126,7 +128,7 @@ ARG VCS_REF=unknown
 ARG BUILD_DATE=unknown
 ENV MCPVS_CONTAINER_TAG="mcpvs:${VERSION}"
 LABEL org.opencontainers.image.title="mcpvs" \
-      org.opencontainers.image.description="BIDS-App that segments and measures perivascular spaces (PVS) on 3D T1w MRI (mcPVS-Net / nnU-Net v2 or a built-in vesselness method)" \
+      org.opencontainers.image.description="BIDS-App that segments and measures perivascular spaces (PVS) on 3D T1w MRI (mcPVS-Net / nnU-Net v1 or v2, or a built-in vesselness method)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.created="${BUILD_DATE}" \

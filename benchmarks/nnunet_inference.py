@@ -138,25 +138,26 @@ def run_one(args) -> None:
     """Child process: one setting; prints one JSON line (predict_s is a list, one per repeat)."""
     import torch
 
-    from mcpvs_bidsapp.interfaces import nnunet as node
+    from mcpvs_bidsapp.methods.pvs.nnunet import PVSPredictor
     from mcpvs_bidsapp.models.store import get_model
 
     torch.set_num_threads(args.threads)
     t0 = time.monotonic()
-    model = get_model("bench", args.store)
+    get_model("bench", args.store)
     t_verify = time.monotonic() - t0
     folds = list(range(args.folds))
     t0 = time.monotonic()
-    node.load_predictor(model, folds, args.device, args.mirroring, args.step)
+    predictor = PVSPredictor(
+        model_name="bench", model_store=args.store, device=args.device, folds=folds,
+        mirroring=args.mirroring, step_size=args.step, num_threads=args.threads,
+    ).load_and_verify()  # fmt: skip
     t_load = time.monotonic() - t0
     t_pred, c_pred = [], []
     for _ in range(args.repeats):
         t0, c0 = time.monotonic(), time.process_time()
-        params = node.predict_pvs(
-            args.image, "bench", args.store, device=args.device, folds=folds,
-            mirroring=args.mirroring, step_size=args.step, num_threads=args.threads,
-            out_mask=Path(args.out) / "mask.nii.gz", out_probseg=Path(args.out) / "prob.nii.gz",
-        )  # fmt: skip
+        params = predictor.predict_to_files(
+            args.image, Path(args.out) / "mask.nii.gz", Path(args.out) / "prob.nii.gz"
+        )
         t_pred.append(round(time.monotonic() - t0, 1))
         c_pred.append(round(time.process_time() - c0, 1))
     out = {

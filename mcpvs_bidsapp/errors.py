@@ -33,6 +33,14 @@ class ChecksumMismatchError(ModelStoreError):
     """An installed file no longer has the checksum recorded at install time."""
 
 
+class ModelNotFoundError(ModelStoreError):
+    """No model of that name is installed (as opposed to installed but unusable)."""
+
+
+class UnsafeModelFileError(ModelStoreError):
+    """A model file's pickle holds something no real nnU-Net file holds; it was not loaded."""
+
+
 class SegmentationError(McpvsError, RuntimeError):
     """A PVS segmenter could not run on an image."""
 

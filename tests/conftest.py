@@ -36,3 +36,33 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     cache = os.environ.get("MCPVS_TEST_NNUNET_CACHE")
     workdir = Path(cache) if cache else tmp_path_factory.getbasetemp() / "tiny_nnunet"
     return build_tiny_model(workdir)
+
+
+@pytest.fixture(scope="session")
+def tiny_v1_model_dir(tmp_path_factory) -> Path:
+    """A tiny nnU-Net v1 (nnunet 1.7.1) model trained with v1's own planner and nnUNetTrainerV2
+    on synthetic tubes (built once per session, ~1 min, in a child process;
+    ``MCPVS_TEST_NNUNET_V1_CACHE=DIR`` keeps it between sessions)."""
+    import importlib.util
+
+    if importlib.util.find_spec("nnunet") is None:  # not imported here: it prints a banner
+        pytest.skip("nnU-Net v1 (nnunet==1.7.1) is not installed")
+    from nnunet_v1_tiny import build_tiny_v1_model
+
+    cache = os.environ.get("MCPVS_TEST_NNUNET_V1_CACHE")
+    workdir = Path(cache) if cache else tmp_path_factory.getbasetemp() / "tiny_nnunet_v1"
+    return build_tiny_v1_model(workdir)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip with the reason where torch sees no CUDA GPU (checked once)."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; torch sees none here")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,64 @@ def test_model_selected_by_name_end_to_end(tiny_model_dir, shared_data, tmp_path
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("mcpvs: error: model 'tiny': ") and "checksum" in last, last
     assert not (tmp_path / "out2" / "sub-01").exists()
+
+
+@pytest.mark.slow
+def test_v1_model_participant_run_and_check_demo(tiny_v1_model_dir, shared_data, tmp_path):
+    """A v1 model installed from a cloud-drive zip: the participant run's mask is v1's own
+    predict_from_folder's on the same preprocessed image, voxel for voxel, and check-demo
+    says so (and says DIFFERENT for a wrong expected mask)."""
+    import nibabel as nib
+    import numpy as np
+    from nnunet_v1_tiny import v1_predict
+
+    from mcpvs_bidsapp.synthetic.datasets import resample_head
+
+    store = tmp_path / "store"
+    zip_path = tiny_v1_model_dir / "tiny_v1_clouddrive.zip"
+    proc = mcpvs("models", "install", zip_path, "--name", "tinyv1", "--model-store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert "tinyv1   (nnU-Net v1)" in proc.stdout
+    manifest = json.loads((store / "tinyv1" / "mcpvs_model.json").read_text())
+
+    raw = tmp_path / "RawT1w.nii.gz"
+    resample_head(shared_data / "t1w" / "philips_adni_sag3d_mprage_t1w.nii.gz", raw, 2.0)
+    empty = tmp_path / "empty_mask.nii.gz"
+    raw_img = nib.load(raw)
+    nib.Nifti1Image(np.zeros(raw_img.shape, np.uint8), raw_img.affine).to_filename(empty)
+    demo = ["models", "check-demo", raw, None, "--model", "tinyv1", "--model-store", store,
+            "--profile", "fast-cpu", "--device", "cpu", "--n4-mask", "brain", "--omp-nthreads",
+            "2", "-w", tmp_path / "w", "--keep", tmp_path / "out"]  # fmt: skip
+
+    # 1. a wrong expected mask: the pipeline runs, the verdict says so, exit 1
+    demo[3] = empty
+    proc = mcpvs(*demo)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "verdict: DIFFERENT" in proc.stdout and "Dice         0.0000" in proc.stdout
+
+    # 2. the run's outputs: provenance of the v1 model, and v1's own labels
+    anat = tmp_path / "out" / "sub-demo" / "anat"
+    meta = json.loads((anat / "sub-demo_space-T1w_desc-pvs_mask.json").read_text())
+    assert meta["Model"]["NnUNetVersion"] == 1
+    assert meta["Model"]["Checksum"] == manifest["checksum"]
+    assert meta["Model"]["Trainer"] == "nnUNetTrainerV2"
+    assert meta["Model"]["Plans"] == "nnUNetPlansv2.1"
+    assert meta["Model"]["Checkpoints"] == {"0": "model_final_checkpoint.model"}
+    assert meta["Model"]["Postprocessing"]["File"] == "postprocessing.json"
+    assert meta["SoftwareVersions"]["nnunet"] == "1.7.1"
+    ref_in = tmp_path / "v1_in"
+    ref_in.mkdir()
+    shutil.copy(anat / "sub-demo_desc-preproc_T1w.nii.gz", ref_in / "demo_0000.nii.gz")
+    v1_predict(store / "tinyv1" / "model", ref_in, tmp_path / "v1_out", folds=[0], tta=False,
+               step=0.75, workdir=tiny_v1_model_dir)  # fmt: skip
+    expected = tmp_path / "v1_out" / "demo.nii.gz"
+    ours = np.asarray(nib.load(anat / "sub-demo_space-T1w_desc-pvs_mask.nii.gz").dataobj)
+    theirs = np.asarray(nib.load(expected).dataobj)
+    assert ours.sum() > 100 and np.array_equal(ours, theirs)
+
+    # 3. check-demo against v1's own mask (the work folder is reused: nothing recomputed)
+    demo[3] = expected
+    proc = mcpvs(*demo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "verdict: REPRODUCED" in proc.stdout and "Dice         1.0000" in proc.stdout
+    assert "element F1   1.0000" in proc.stdout

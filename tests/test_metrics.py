@@ -83,3 +83,35 @@ def test_compare_masks_per_region():
     assert out["all"]["true_volume_mm3"] == 64.0
     with pytest.raises(ValueError, match="shape"):
         metrics.compare_masks(pred, truth[:-1])
+
+
+def test_element_metrics_valdo_rule():
+    """26-connected elements, matched one-to-one only when IoU > 0.1."""
+    from mcpvs_bidsapp.metrics import element_metrics
+
+    truth = np.zeros((24, 24, 24), bool)
+    truth[2:4, 2:4, 2:10] = True  # A: 32 voxels
+    truth[10:12, 10:12, 2:10] = True  # B: 32 voxels
+    truth[16, 16, 2:10] = True  # C and D: two tubes side by side, 8 voxels each
+    truth[16, 19, 2:10] = True
+    pred = np.zeros_like(truth)
+    pred[2:4, 2:4, 2:9] = True  # A found (IoU 28/32)
+    pred[10, 10, 2:4] = True  # touches B, IoU 2/32 < 0.1: not a match
+    pred[16:17, 16:20, 2:10] = True  # one blob over C and D: matches one of them only
+    pred[22, 2, 2] = True  # a false positive, touching nothing
+    got = element_metrics(pred, truth)
+    assert (got["n_pred_elements"], got["n_true_elements"]) == (4, 4)
+    assert (got["element_tp"], got["element_fp"], got["element_fn"]) == (2, 2, 2)
+    assert got["element_precision"] == 0.5 and got["element_recall"] == 0.5
+    assert got["element_f1"] == 0.5
+    # diagonal neighbours are one element (26-connectivity)
+    diag = np.zeros_like(truth)
+    diag[5, 5, 5] = diag[6, 6, 6] = True
+    assert element_metrics(diag, diag)["n_true_elements"] == 1
+    # a stricter threshold drops the blob's match (IoU 8/32 = 0.25)
+    assert element_metrics(pred, truth, iou_threshold=0.3)["element_tp"] == 1
+    # empty conventions
+    empty = np.zeros_like(truth)
+    assert element_metrics(empty, empty)["element_f1"] == 1.0
+    missed = element_metrics(empty, truth)
+    assert missed["element_f1"] == 0.0 and np.isnan(missed["element_precision"])

@@ -170,7 +170,7 @@ def test_bad_sources_give_one_line_errors(tmp_path):
     (folder / "fold_0").mkdir(parents=True)
     (folder / "plans.json").write_text(json.dumps({"configurations": {"3d_fullres": {}}}))
     (folder / "dataset.json").write_text(json.dumps({"labels": {"background": 0}}))
-    with pytest.raises(ms.ModelStoreError, match="no nnU-Net v2 trained-model folder"):
+    with pytest.raises(ms.ModelStoreError, match="no nnU-Net trained-model folder"):
         ms.install_model(folder, "x", store)
     with pytest.raises(ms.ModelStoreError, match="checkpoint_final.pth"):
         ms.describe_model_folder(folder)

@@ -14,6 +14,7 @@ import pytest
 from nnunet_tiny import synthetic_case, trained_model_folder
 
 from mcpvs_bidsapp.interfaces import nnunet as node
+from mcpvs_bidsapp.methods.pvs import nnunet as pvs_nnunet
 from mcpvs_bidsapp.models import store as ms
 
 #: ``MCPVS_TEST_DEVICE=cuda`` runs the node-vs-nnU-Net equality on a GPU (CI has none: cpu)
@@ -131,14 +132,8 @@ def test_node_equals_nnunet_cli(
         assert _dice(mask, truth) > 0.7
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU; torch sees none here")
+@pytest.mark.gpu
 @pytest.mark.parametrize("profile", ["fast-cpu", "full-gpu"])
 def test_gpu_mask_equals_cpu(tiny_store, oblique_case, tmp_path, profile):
     """--device auto takes the GPU, and the GPU's mask is the CPU's (probabilities to 1e-2)."""
@@ -164,7 +159,7 @@ def test_predictor_built_once_per_process(tiny_store, oblique_case, tmp_path, mo
     import torch
 
     case, _ = oblique_case
-    node._PREDICTORS.clear()
+    pvs_nnunet._PREDICTORS.clear()
     calls = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a[0]) or real_load(*a, **k))
@@ -176,7 +171,7 @@ def test_predictor_built_once_per_process(tiny_store, oblique_case, tmp_path, mo
         )  # fmt: skip
         outs.append(np.asarray(nib.load(tmp_path / f"p{i}.nii.gz").dataobj))
     assert len(calls) == 2  # two folds, loaded for the first case only
-    assert len(node._PREDICTORS) == 1
+    assert len(pvs_nnunet._PREDICTORS) == 1
     assert np.array_equal(outs[0], outs[1])
     assert params["Parameters"]["Profile"] == "fast-cpu"  # auto on a CPU
 

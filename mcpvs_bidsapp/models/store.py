@@ -1,16 +1,31 @@
-"""A store of installed nnU-Net v2 models, checked by sha256 before anything is unpickled.
+"""A store of installed nnU-Net models (v1 and v2), checked by sha256 before anything is unpickled.
 
-An nnU-Net checkpoint is a pickle: ``torch.load`` runs code from it. So every file of an installed
-model is hashed at install time and a model is re-hashed before its checkpoints are loaded; a
-file whose checksum changed is refused by name. Reading the store never writes to it, so it may
-live on a read-only mount (containers).
+nnU-Net model files are pickles, and unpickling may run code. So every file of an installed
+model is hashed at install time and a model is re-hashed before its files are loaded; a file
+whose checksum changed is refused by name. The pickles themselves are then only ever read with
+the allow-lists of :mod:`mcpvs_bidsapp.models.safe_load` (at install too: a file holding anything
+a real nnU-Net file does not is refused before it is stored). Reading the store never writes to
+it, so it may live on a read-only mount (containers).
+
+Both formats nnU-Net has shipped are accepted:
+
+* **v2** (``nnunetv2``): ``plans.json``, ``dataset.json``, ``fold_<k>/checkpoint_final.pth``
+  (else ``checkpoint_best.pth``), from ``nnUNetv2_export_model_to_zip`` or a results folder;
+* **v1** (``nnunet`` 1.x, e.g. mcPVS-Net as published): ``plans.pkl``, optional
+  ``postprocessing.json``, ``fold_<k>/model_final_checkpoint.model`` + ``.model.pkl`` (else
+  ``model_best``), from ``nnUNet_export_model_to_zip`` (paths start at ``3d_fullres/``), a copied
+  results folder (``nnUNet/3d_fullres/TaskXXX_Name/nnUNetTrainerV2__nnUNetPlansv2.1/``), or the
+  trainer folder alone.
 
 Layout of a store::
 
-    <store>/<name>/mcpvs_model.json            manifest (checksums, folds, trainer, labels, ...)
-    <store>/<name>/model/plans.json            the nnU-Net trained-model folder, as exported
+    <store>/<name>/mcpvs_model.json            manifest (format, checksums, folds, trainer, ...)
+    <store>/<name>/model/plans.json            v2: the trained-model folder, as exported
     <store>/<name>/model/dataset.json
     <store>/<name>/model/fold_<k>/checkpoint_final.pth
+    <store>/<name>/model/plans.pkl             v1: the trainer folder, as exported
+    <store>/<name>/model/postprocessing.json   (when the source has one)
+    <store>/<name>/model/fold_<k>/model_final_checkpoint.model(.pkl)
 """
 
 from __future__ import annotations
@@ -28,13 +43,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mcpvs_bidsapp.config import default_model_store
-from mcpvs_bidsapp.errors import ChecksumMismatchError, ModelStoreError
+from mcpvs_bidsapp.errors import (  # noqa: F401 - re-exported for callers
+    ChecksumMismatchError,
+    ModelNotFoundError,
+    ModelStoreError,
+)
 
 MANIFEST_NAME = "mcpvs_model.json"
 MODEL_SUBDIR = "model"
-MANIFEST_VERSION = 1
+#: 2: adds ``nnunet_version`` and ``postprocessing`` (manifests without them are v2 models)
+MANIFEST_VERSION = 2
 #: nnU-Net's own inference default first; checkpoint_best only where no final one exists
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")
+#: v1: ``nnUNet_predict``'s default (``-chk model_final_checkpoint``) first; each needs its .pkl
+V1_CHECKPOINT_NAMES = ("model_final_checkpoint.model", "model_best.model")
+V1_TOP_FILES = ("plans.pkl", "postprocessing.json")
+#: v1's configuration folders (``nnUNet/<configuration>/TaskXXX_Name/<trainer>__<plans>``)
+V1_CONFIGURATIONS = ("2d", "3d_lowres", "3d_fullres", "3d_cascade_fullres")
+_V1_TASK_RE = re.compile(r"^Task\d{3,}_.+")
 #: small files of a fold folder worth keeping beside the checkpoint (provenance, not needed to run)
 FOLD_EXTRAS = ("debug.json", "progress.png", "validation/summary.json")
 TOP_FILES = ("dataset.json", "plans.json", "dataset_fingerprint.json")
@@ -61,6 +87,8 @@ class ModelInfo:
     installed_at: str
     source: str
     files: dict = field(repr=False)  #: relative path -> sha256 hex
+    nnunet_version: int = 2  #: 1 (``nnunet`` 1.x files) or 2 (``nnunetv2``)
+    postprocessing: str | None = None  #: v1: ``postprocessing.json`` when the model has one
 
     @property
     def root(self) -> Path:
@@ -74,6 +102,13 @@ class ModelInfo:
                 f"(installed folds: {_folds_str(self.folds)})"
             )
         return self.path / f"fold_{key}" / self.checkpoints[key]
+
+    def pickle_files(self) -> list[Path]:
+        """Every file of the model that is a pickle (what must go through safe loading)."""
+        out = [self.checkpoint_path(f) for f in self.folds]
+        if self.nnunet_version == 1:
+            out += [Path(f"{p}.pkl") for p in out] + [self.path / "plans.pkl"]
+        return out
 
     def summary(self) -> dict:
         """The model's record for a sidecar or ``mcpvs models list --json``."""
@@ -135,41 +170,52 @@ def _load_json(path: Path) -> dict:
 # --------------------------------------------------------------------------- discovery
 
 
-def _fold_checkpoints(folder: Path) -> dict:
-    """fold id (str) -> checkpoint file name, for every fold_* folder holding a checkpoint."""
+def _fold_checkpoints(folder: Path, version: int = 2) -> dict:
+    """fold id (str) -> checkpoint file name, for every fold_* folder holding a checkpoint
+    (v1: the ``.model`` and its ``.model.pkl`` both)."""
+    names = CHECKPOINT_NAMES if version == 2 else V1_CHECKPOINT_NAMES
     found = {}
     for sub in sorted(folder.iterdir()):
         if sub.is_dir() and _FOLD_RE.match(sub.name):
-            for chk in CHECKPOINT_NAMES:
-                if (sub / chk).is_file():
+            for chk in names:
+                if (sub / chk).is_file() and (version == 2 or (sub / f"{chk}.pkl").is_file()):
                     found[str(_fold_key(sub.name))] = chk
                     break
     return found
 
 
+def model_format(folder: Path) -> int | None:
+    """2 for an nnU-Net v2 trained-model folder, 1 for a v1 one, else None."""
+    if (folder / "plans.json").is_file() and (folder / "dataset.json").is_file():
+        return 2 if _fold_checkpoints(folder, 2) else None
+    if (folder / "plans.pkl").is_file():
+        return 1 if _fold_checkpoints(folder, 1) else None
+    return None
+
+
 def is_trained_model_folder(folder: Path) -> bool:
-    return (
-        (folder / "plans.json").is_file()
-        and (folder / "dataset.json").is_file()
-        and bool(_fold_checkpoints(folder))
-    )
+    return model_format(folder) is not None
 
 
 def find_trained_model_folders(root: Path) -> list[Path]:
-    """Every nnU-Net trained-model folder at or below ``root`` (an export zip may hold several)."""
+    """Every nnU-Net (v1 or v2) trained-model folder at or below ``root`` (an export zip may
+    hold several)."""
     if is_trained_model_folder(root):
         return [root]
     return sorted(
         Path(dirpath)
         for dirpath, _, filenames in os.walk(root)
-        if "plans.json" in filenames and is_trained_model_folder(Path(dirpath))
+        if ("plans.json" in filenames or "plans.pkl" in filenames)
+        and is_trained_model_folder(Path(dirpath))
     )
 
 
 def describe_model_folder(
     folder: Path, *, configuration: str | None = None, trainer: str | None = None
 ) -> dict:
-    """Check that ``folder`` is an nnU-Net v2 trained-model folder and say what it holds.
+    """Check that ``folder`` is an nnU-Net trained-model folder and say what it holds.
+
+    v1 folders (``plans.pkl``) are described by :func:`describe_v1_model_folder`.
 
     Trainer, plans and configuration come from nnU-Net's folder name
     ``<trainer>__<plans>__<configuration>`` (read without unpickling anything); ``configuration``
@@ -178,6 +224,8 @@ def describe_model_folder(
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelStoreError(f"{folder}: not a folder")
+    if (folder / "plans.pkl").is_file() and not (folder / "plans.json").is_file():
+        return describe_v1_model_folder(folder, configuration=configuration, trainer=trainer)
     for required in ("dataset.json", "plans.json"):
         if not (folder / required).is_file():
             raise ModelStoreError(
@@ -209,6 +257,8 @@ def describe_model_folder(
     if "labels" not in dataset or "channel_names" not in dataset and "modality" not in dataset:
         raise ModelStoreError(f"{folder}/dataset.json lacks 'labels' or 'channel_names'")
     return {
+        "nnunet_version": 2,
+        "postprocessing": None,
         "configuration": configuration,
         "trainer": trainer,
         "plans": plans.get("plans_name", name_plans or "nnUNetPlans"),
@@ -221,6 +271,115 @@ def describe_model_folder(
         "channel_names": dataset.get("channel_names", dataset.get("modality", {})),
         "file_ending": dataset.get("file_ending", ".nii.gz"),
     }
+
+
+def describe_v1_model_folder(
+    folder: Path, *, configuration: str | None = None, trainer: str | None = None
+) -> dict:
+    """Check that ``folder`` is an nnU-Net v1 trainer folder and say what its *names* tell.
+
+    Trainer and plans come from the folder name ``<trainer>__<plans>``, the task and the
+    configuration from its parents (``<configuration>/TaskXXX_Name/<trainer>__<plans>``), all
+    without unpickling anything. What only the pickles know (labels, the trainer v1 really
+    restores, the configuration of a folder copied out of its parents) is filled in by
+    :func:`_v1_details_from_pickles` once the files are hashed.
+    """
+    folder = Path(folder)
+    checkpoints = _fold_checkpoints(folder, 1)
+    if not checkpoints:
+        raise ModelStoreError(
+            f"{folder}: no fold_*/model_final_checkpoint.model (with its .model.pkl) or "
+            "model_best.model (not an nnU-Net v1 trained-model folder, or training did not finish)"
+        )
+    parts = folder.name.split("__")
+    name_trainer, name_plans = parts if len(parts) == 2 else (None, None)
+    task = folder.parent.name if _V1_TASK_RE.match(folder.parent.name) else None
+    config = folder.parent.parent.name if task else None
+    config = configuration or (config if config in V1_CONFIGURATIONS else None)
+    return {
+        "nnunet_version": 1,
+        "postprocessing": (
+            "postprocessing.json" if (folder / "postprocessing.json").is_file() else None
+        ),
+        "configuration": config,
+        "trainer": trainer or name_trainer,
+        "plans": name_plans,
+        "dataset_name": task or "",
+        "checkpoints": checkpoints,
+        "folds": sorted(
+            (_fold_key(f"fold_{k}") for k in checkpoints), key=lambda f: (isinstance(f, str), f)
+        ),
+        "labels": {},
+        "channel_names": {},
+        "file_ending": ".nii.gz",
+    }
+
+
+def _v1_details_from_pickles(model_dir: Path, info: dict, source: Path) -> dict:
+    """Fill in what a v1 model's pickles say (read with the allow-list; already hashed)."""
+    from mcpvs_bidsapp.models.safe_load import load_pickle
+
+    fold0 = next(iter(info["checkpoints"]))
+    pkl_rel = f"fold_{fold0}/{info['checkpoints'][fold0]}.pkl"
+    restored = _as_source_error(load_pickle, model_dir / pkl_rel, model_dir, source)
+    if not isinstance(restored, dict) or not {"init", "name", "plans"} <= set(restored):
+        raise ModelStoreError(f"{source}: {pkl_rel} is not an nnU-Net v1 .model.pkl")
+    plans, init = restored["plans"], restored["init"]
+    # the training machine's output folder: .../<configuration>/TaskXXX_Name/<trainer>__<plans>
+    trained_at = Path(str(init[2])) if len(init) > 2 and init[2] else Path()
+    out = dict(info)
+    out["trainer"] = str(restored["name"])  # what v1's restore_model instantiates
+    if not out["configuration"]:
+        found = [p for p in trained_at.parts if p in V1_CONFIGURATIONS]
+        if not found:
+            raise ModelStoreError(
+                f"{source}: cannot tell the v1 configuration (no 3d_fullres/... folder above the "
+                "trainer folder, none in its .model.pkl); give --configuration 3d_fullres"
+            )
+        out["configuration"] = found[-1]
+    if out["configuration"] == "3d_cascade_fullres":
+        raise ModelStoreError(
+            f"{source}: a v1 3d_cascade_fullres model needs the 3d_lowres model's segmentation "
+            "as input; mcpvs runs single-stage models (2d, 3d_lowres, 3d_fullres)"
+        )
+    if not out["plans"]:
+        plans_file = Path(str(init[0])).name if init else ""
+        out["plans"] = re.sub(r"_plans_[23]D\.pkl$", "", plans_file) or "nnUNetPlansv2.1"
+    if not out["dataset_name"]:
+        tasks = [p for p in trained_at.parts if _V1_TASK_RE.match(p)]
+        out["dataset_name"] = tasks[-1] if tasks else ""
+    try:
+        classes = [int(c) for c in plans["all_classes"]]
+        out["channel_names"] = {str(k): str(v) for k, v in dict(plans["modalities"]).items()}
+    except (KeyError, TypeError, ValueError):
+        raise ModelStoreError(
+            f"{source}: {pkl_rel} has no plans with classes and modalities"
+        ) from None
+    # v1 keeps label names only in the raw dataset.json, which a trained model does not ship
+    out["labels"] = {"background": 0, **{f"label_{c}": c for c in classes}}
+    return out
+
+
+def _as_source_error(load, path: Path, staged_root: Path, source: Path):
+    """Run ``load(path)``; name the file by its place in ``source`` in any error."""
+    try:
+        return load(path)
+    except ModelStoreError as err:
+        rel = path.relative_to(staged_root).as_posix()
+        raise type(err)(str(err).replace(str(path), f"{source} ({rel})")) from None
+
+
+def check_pickles(info: ModelInfo, *, display_root: Path | None = None) -> None:
+    """Load every pickle of a model with the allow-lists (nothing from them runs); raise
+    :class:`~mcpvs_bidsapp.models.safe_load.UnsafeModelFileError` naming the first bad one."""
+    from mcpvs_bidsapp.models.safe_load import load_checkpoint, load_pickle
+
+    for path in info.pickle_files():
+        loader = load_checkpoint if path.suffix in (".pth", ".model") else load_pickle
+        if display_root is None:
+            loader(path)
+        else:
+            _as_source_error(loader, path, info.path, display_root)
 
 
 def _safe_extract(zip_path: Path, dest: Path) -> None:
@@ -272,8 +431,8 @@ def install_model(
             _safe_extract(source, root)
         candidates = find_trained_model_folders(root)
         if configuration:
-            candidates = [c for c in candidates if c.name.endswith(f"__{configuration}")] or [
-                c for c in candidates if "__" not in c.name
+            candidates = [c for c in candidates if _configuration_of(c) == configuration] or [
+                c for c in candidates if _configuration_of(c) is None
             ]
         if trainer:
             candidates = [c for c in candidates if c.name.startswith(f"{trainer}__")] or [
@@ -281,8 +440,9 @@ def install_model(
             ]
         if not candidates:
             raise ModelStoreError(
-                f"{source}: no nnU-Net v2 trained-model folder found (expected dataset.json, "
-                "plans.json and fold_*/checkpoint_final.pth)"
+                f"{source}: no nnU-Net trained-model folder found (v2: dataset.json, plans.json "
+                "and fold_*/checkpoint_final.pth; v1: plans.pkl and "
+                "fold_*/model_final_checkpoint.model with its .model.pkl)"
             )
         if len(candidates) > 1:
             names = ", ".join(str(c.relative_to(root)) for c in candidates)
@@ -292,17 +452,12 @@ def install_model(
             )
         folder = candidates[0]
         info = describe_model_folder(folder, configuration=configuration, trainer=trainer)
-        name = check_name(name or info["dataset_name"].lower() or "model")
-        final = store_dir / name
-        if final.exists() and not force:
-            raise ModelStoreError(
-                f"a model named {name!r} is already installed in {store_dir} "
-                "(remove it first or use --force)"
-            )
+        if name is not None:  # fail before copying anything
+            _check_free(store_dir, check_name(name), force)
         try:
             store_dir.mkdir(parents=True, exist_ok=True)
-            staging = store_dir / f".installing-{name}-{uuid.uuid4().hex[:8]}"
-            _copy_model(folder, staging / MODEL_SUBDIR, info["checkpoints"])
+            staging = store_dir / f".installing-{uuid.uuid4().hex[:12]}"
+            _copy_model(folder, staging / MODEL_SUBDIR, info["checkpoints"], info["nnunet_version"])
         except OSError as err:
             raise ModelStoreError(f"cannot write to model store {store_dir}: {err}") from None
         try:
@@ -312,6 +467,12 @@ def install_model(
                 for p in sorted(model_dir.rglob("*"))
                 if p.is_file()
             }
+            # hashed first, then read only through the allow-lists (nothing from them runs)
+            if info["nnunet_version"] == 1:
+                info = _v1_details_from_pickles(model_dir, info, source)
+            check_pickles(_staged_info(model_dir, info, files), display_root=source)
+            name = check_name(name or info["dataset_name"].lower() or "model")
+            final = _check_free(store_dir, name, force)
             manifest = {
                 "manifest_version": MANIFEST_VERSION,
                 "name": name,
@@ -334,15 +495,44 @@ def install_model(
     return _info_from_manifest(final)
 
 
-def _copy_model(folder: Path, dest: Path, checkpoints: dict) -> None:
+def _configuration_of(folder: Path) -> str | None:
+    """The configuration a trained-model folder's path names (v2: its own name, v1: the
+    folder two levels up), or None when the path does not tell."""
+    if model_format(folder) == 1:
+        config = folder.parent.parent.name
+        return config if config in V1_CONFIGURATIONS else None
+    parts = folder.name.split("__")
+    return parts[2] if len(parts) == 3 else None
+
+
+def _check_free(store_dir: Path, name: str, force: bool) -> Path:
+    final = store_dir / name
+    if final.exists() and not force:
+        raise ModelStoreError(
+            f"a model named {name!r} is already installed in {store_dir} "
+            "(remove it first or use --force)"
+        )
+    return final
+
+
+def _staged_info(model_dir: Path, info: dict, files: dict) -> ModelInfo:
+    return ModelInfo(
+        name="(installing)", path=model_dir, checksum="", installed_at="", source="",
+        files=files, **{k: v for k, v in info.items() if k in ModelInfo.__dataclass_fields__},
+    )  # fmt: skip
+
+
+def _copy_model(folder: Path, dest: Path, checkpoints: dict, version: int = 2) -> None:
     dest.mkdir(parents=True)
-    for fname in TOP_FILES:
+    for fname in TOP_FILES if version == 2 else V1_TOP_FILES:
         if (folder / fname).is_file():
             shutil.copy2(folder / fname, dest / fname)
     for fold, chk in checkpoints.items():
         src, dst = folder / f"fold_{fold}", dest / f"fold_{fold}"
         dst.mkdir()
         shutil.copy2(src / chk, dst / chk)
+        if version == 1:  # v1 restores the trainer from the checkpoint's .pkl
+            shutil.copy2(src / f"{chk}.pkl", dst / f"{chk}.pkl")
         for extra in FOLD_EXTRAS:
             if (src / extra).is_file():
                 (dst / extra).parent.mkdir(parents=True, exist_ok=True)
@@ -371,6 +561,8 @@ def _info_from_manifest(entry: Path) -> ModelInfo:
             installed_at=man["installed_at"],
             source=man["source"],
             files=dict(man["files"]),
+            nnunet_version=int(man.get("nnunet_version", 2)),
+            postprocessing=man.get("postprocessing"),
         )
     except KeyError as err:
         raise ModelStoreError(f"{manifest_path}: manifest lacks {err}") from None
@@ -394,7 +586,7 @@ def find_model(name: str, store: str | os.PathLike | None = None) -> ModelInfo:
     entry = store_dir / check_name(name)
     if not (entry / MANIFEST_NAME).is_file():
         installed = ", ".join(m.name for m in list_models(store_dir)) or "none"
-        raise ModelStoreError(
+        raise ModelNotFoundError(
             f"no model named {name!r} in {store_dir} (installed: {installed}); "
             f"install one with: mcpvs models install PATH --name {name}"
         )
@@ -416,8 +608,15 @@ def _stat_signature(info: ModelInfo) -> tuple:
     return tuple(sig)
 
 
-def verify_model(name: str, store: str | os.PathLike | None = None) -> ModelInfo:
-    """Re-hash every recorded file of model ``name``; raise on the first that differs."""
+def verify_model(
+    name: str, store: str | os.PathLike | None = None, *, deep: bool = False
+) -> ModelInfo:
+    """Re-hash every recorded file of model ``name``; raise on the first that differs.
+
+    ``deep`` also reads every pickle through the allow-lists (what ``mcpvs models verify``
+    does): a model installed by an older mcpvs, which only hashed files, is checked for
+    content no real nnU-Net file holds.
+    """
     info = find_model(name, store)
     for rel, expected in sorted(info.files.items()):
         path = info.path / rel
@@ -428,14 +627,20 @@ def verify_model(name: str, store: str | os.PathLike | None = None) -> ModelInfo
                 f"model {info.name!r}: checksum mismatch for {path} (changed since install); "
                 "refusing to load it. Reinstall the model from a trusted source."
             )
-    for fold in info.folds:  # every checkpoint we may unpickle must be covered
-        rel = f"fold_{fold}/{info.checkpoints[str(fold)]}"
+    for path in info.pickle_files():  # every file we may unpickle must be covered
+        rel = path.relative_to(info.path).as_posix()
         if rel not in info.files:
             raise ChecksumMismatchError(f"model {info.name!r}: {rel} has no recorded checksum")
+    if info.postprocessing and info.postprocessing not in info.files:
+        raise ChecksumMismatchError(
+            f"model {info.name!r}: {info.postprocessing} has no recorded checksum"
+        )
     if _model_checksum(info.files) != info.checksum:
         raise ChecksumMismatchError(
             f"model {info.name!r}: {info.root / MANIFEST_NAME} was edited (checksum mismatch)"
         )
+    if deep:
+        check_pickles(info)
     _VERIFIED[str(info.root)] = (info.checksum, _stat_signature(info))
     return info
 
