@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 #: participant label -> (PVS load, seed, age, hypertension, vendor); loads differ so that
@@ -140,10 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcpvs demo",
         formatter_class=HelpFormatter,
-        description="Build a 2-participant demo BIDS dataset with known synthetic PVS and run "
-        "mcpvs on it (participant level with the built-in method and the fast regions path, "
-        "then the group level). Run it again on the same folder and it resumes: the inputs "
-        "are written once, so every step already done is reused from DEST/work.",
+        description=textwrap.fill(
+            "Build a 2-participant demo BIDS dataset with known synthetic PVS and run mcpvs on "
+            "it (participant level with the built-in method and the fast regions path, then "
+            "the group level). Run it again on the same folder and it resumes: the inputs are "
+            "written once, so every step already done is reused from DEST/work.",
+            width=90,
+        ),
     )
     parser.add_argument(
         "dest",

@@ -33,10 +33,10 @@ examples:
 
 USAGE = """\
 mcpvs bids_dir output_dir {participant,group} [options]
-       mcpvs demo DEST [options]        a small demo dataset, run end to end
-       mcpvs models {install,list,verify,remove} ...
-       mcpvs slurm bids_dir output_dir [options]
-       mcpvs --help | --version"""
+       mcpvs demo DEST [options]                   a small demo dataset, run end to end
+       mcpvs models COMMAND ...                    install, list, verify nnU-Net models
+       mcpvs slurm bids_dir output_dir [options]   a SLURM job array per participant
+       mcpvs --help | --version | SUBCOMMAND --help"""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
