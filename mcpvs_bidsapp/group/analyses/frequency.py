@@ -12,7 +12,8 @@ An affine registration lines up the head and the large structures (basal ganglia
 ventricles, the centrum semiovale), not single vessels: the map shows where a cohort's PVS
 concentrate and where a method puts false positives systematically (cortex, ventricle
 walls), not the course of one PVS. Each participant's warped mask is kept in the work dir
-(``<work>/group_frequency/``), keyed by its inputs, so a rerun only registers new ones; the
+(``<work>/group_frequency/``), keyed by its inputs' contents, so a rerun only registers new
+ones; the
 registrations run ``--nprocs`` at a time (about 15 s each on a loaded 2-core machine, most of
 it the child process starting ANTs).
 """
@@ -52,11 +53,14 @@ def template() -> tuple[nb.Nifti1Image, np.ndarray]:
 
 
 def _key(*paths: Path) -> str:
+    """The cache key: the files' contents (a resumed participant run rewrites its derivatives
+    with new times but the same bytes) and the registration settings."""
     digest = hashlib.sha1(repr(sorted(REGISTRATION.items())).encode())
     digest.update(str(REG_SPACING_MM).encode())
     for path in paths:
-        st = path.stat()
-        digest.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        with open(path, "rb") as fobj:
+            for block in iter(lambda f=fobj: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
 
 
