@@ -91,6 +91,19 @@ def test_group_on_an_empty_folder_writes_nothing(tmp_path, capsys):
     assert list(out.iterdir()) == []
 
 
+def test_group_with_a_wrong_option_writes_nothing(tmp_path, capsys):
+    from mcpvs_bidsapp.synthetic.cohort import write_cohort
+
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=6, seed=1)
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*"))
+    for option in (["--covariates", "bmi"], ["--visual-score-columns", "BG=nope"],
+                   ["--manual-masks", str(tmp_path / "none")]):  # fmt: skip
+        code = main([str(tmp_path / "bids"), str(tmp_path / "out"), "group", *option])
+        assert code == 1
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "out").rglob("*")) == before
+
+
 def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path, capsys):
     from mcpvs_bidsapp.cli import demo
 

@@ -53,7 +53,7 @@ def run_group(settings) -> int:
 
 def _run(settings) -> int:
     from mcpvs_bidsapp.group import report
-    from mcpvs_bidsapp.group.analyses import analyse
+    from mcpvs_bidsapp.group.analyses import analyse, check_options
 
     output_dir = Path(settings.output_dir)
     coll: Collection = collect(
@@ -85,11 +85,14 @@ def _run(settings) -> int:
             f"({desc}); their PVS volumes are not comparable. Rerun the participant level "
             "with one method, or pass --split-by-method to analyse each group separately"
         )
+    for sub in groups.values():
+        check_options(sub, settings)
     write_tsv(coll.failures, output_dir / "group_failures.tsv", "group_failures")
     for key, sub in groups.items():
         dest = output_dir if len(groups) == 1 else output_dir / f"group-{method_label(key)}"
-        LOGGER.info("group level for %s: %d T1w image(s)", method_label(key), len(sub))
         ctx = analyse(sub.reset_index(drop=True), settings, dest, output_dir)
         page = report.write_report(ctx, coll, key)
-        LOGGER.info("group report: %s", page)
+        LOGGER.info(
+            "group level for %s: %d T1w image(s); report %s", method_label(key), len(sub), page
+        )
     return 0

@@ -130,6 +130,7 @@ def analyse(table: pd.DataFrame, settings, dest: Path, output_dir: Path) -> Cont
         visual,
     )
 
+    check_options(table, settings)  # a wrong option fails now, before anything is written
     ctx = Context(table=outliers.flag(table.copy()), settings=settings, dest=dest,
                   output_dir=output_dir)  # fmt: skip
     ctx.write(ctx.table, "group_pvs")
@@ -153,6 +154,22 @@ def analyse(table: pd.DataFrame, settings, dest: Path, output_dir: Path) -> Cont
         if result is not None:
             ctx.results.setdefault(module.KEY, {}).update(result)
     return ctx
+
+
+def check_options(table: pd.DataFrame, settings) -> None:
+    """Refuse, with one line, options that name what is not there (a participants.tsv
+    column, the manual-mask folder): before anything is written or registered."""
+    from mcpvs_bidsapp.errors import GroupError
+    from mcpvs_bidsapp.group.analyses.visual import parse_visual_columns
+
+    group = settings.group
+    if group.covariates:
+        resolve_columns(table, group.covariates, "--covariates")
+    if group.visual_score_columns:
+        columns = [c for _, c in parse_visual_columns(group.visual_score_columns)]
+        resolve_columns(table, columns, "--visual-score-columns")
+    if group.manual_masks and not Path(group.manual_masks).is_dir():
+        raise GroupError(f"--manual-masks {group.manual_masks}: no such folder")
 
 
 def resolve_columns(table: pd.DataFrame, columns: list[str], option: str) -> list[str]:
