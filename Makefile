@@ -20,4 +20,8 @@ test: install
 	$(BIN)/ruff check mcpvs_bidsapp tests benchmarks
 	NIPYPE_NO_ET=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-.PHONY: install demo test
+# the niivue bundle of the report's viewer, rebuilt from npm (tools/niivue, versions pinned there)
+niivue:
+	tools/niivue/build.sh
+
+.PHONY: install demo test niivue

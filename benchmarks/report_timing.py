@@ -1,8 +1,8 @@
 """Time the participant report on a full-resolution real head (1 mm Philips MPRAGE).
 
-Prints the seconds and file size of every reportlet and of the whole report, so the choice
-of plain matplotlib PNG mosaics over niworkflows' SVG reportlets (6-13 s and 1.7-4 MB each,
-../shared/deps/README.md) can be checked on any machine:
+Prints the seconds and file size of every reportlet (and of the viewer's volumes) and of the
+whole report, so the choice of plain PNG figures over niworkflows' SVG reportlets (6-13 s
+and 1.7-4 MB each, ../shared/deps/README.md) can be checked on any machine:
 
     PYTHONPATH=$PWD NIPYPE_NO_ET=1 python benchmarks/report_timing.py [--zoom-mm 2]
 """
@@ -31,19 +31,27 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        bids, out = make_report_dataset(Path(tmp), shared_data_dir(ROOT), zoom_mm=args.zoom_mm)
+        shared = shared_data_dir(Path(__file__))
+        bids, out = make_report_dataset(Path(tmp), shared, zoom_mm=args.zoom_mm)
         print(f"fixture (derivatives by hand): {time.perf_counter() - t0:.1f} s")
 
         timings = []
-        original = participant._draw
+        original_draw, original_viewer = participant._draw, participant._viewer
 
-        def timed(figures_dir, output_dir, prefix, spec):
+        def timed(figures_dir, output_dir, prefix, reportlet, paths):
             t = time.perf_counter()
-            fig = original(figures_dir, output_dir, prefix, spec)
-            timings.append((spec[0], time.perf_counter() - t, fig))
+            fig = original_draw(figures_dir, output_dir, prefix, reportlet, paths)
+            timings.append((reportlet.key, time.perf_counter() - t, fig))
+            return fig
+
+        def timed_viewer(output_dir, label, prefix, anat, reportlet):
+            t = time.perf_counter()
+            fig = original_viewer(output_dir, label, prefix, anat, reportlet)
+            timings.append((reportlet.key, time.perf_counter() - t, fig))
             return fig
 
         participant._draw = timed
+        participant._viewer = timed_viewer
         for label in ("01", "02"):
             timings.clear()
             t = time.perf_counter()

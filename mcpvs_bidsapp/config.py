@@ -78,6 +78,8 @@ class Execution:
     verbosity: int = 0
     run_id: str = field(default_factory=new_run_id)
     reports_only: bool = False
+    #: the command line as typed (``mcpvs`` and its arguments), recorded in plan.json
+    command: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir if self.work_dir is not None else Path.cwd() / "work")
@@ -192,6 +194,7 @@ class Settings:
             n4_mask_requested=requested,
             resources=resources,
             wmh_derivatives=self.workflow.wmh_derivatives,
+            command=tuple(self.execution.command),
         )
 
 
@@ -249,6 +252,7 @@ class RunPlan:
     resources: Resources = field(default_factory=Resources)
     wmh_derivatives: Path | None = None
     mcpvs_version: str = __version__
+    command: tuple[str, ...] = ()  #: the command line that asked for this run
 
     def __post_init__(self) -> None:
         if not isinstance(self.n4_mask, N4Mask):
@@ -286,8 +290,11 @@ class RunPlan:
             "resources": {f.name: plain(getattr(self.resources, f.name)) for f in fields(Resources)}
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+    def to_json(self, environment: dict | None = None) -> str:
+        """``plan.json``: the plan, and the environment it ran in when given
+        (:func:`mcpvs_bidsapp.outputs.provenance.environment`)."""
+        data = self.to_dict() | ({"environment": environment} if environment else {})
+        return json.dumps(data, indent=2) + "\n"
 
     def describe(self) -> str:
         """One line for the log."""

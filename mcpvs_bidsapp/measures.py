@@ -8,6 +8,7 @@ import pandas as pd
 from scipy import ndimage
 
 from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.spec import Region
 
 
 def label_clusters(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -76,11 +77,18 @@ def region_measures(
     census: pd.DataFrame,
     wmh: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per region (``spec.MEASURE_REGIONS``) with ``spec.MEASURE_COLUMNS``."""
+    """One row per region (``spec.MEASURE_REGIONS``) with ``spec.MEASURE_COLUMNS``.
+
+    The BG and WM rows carry the estimated visual score of the paper's rating rules
+    (:mod:`mcpvs_bidsapp.visual_scores`), the WM total being that row's cluster count.
+    """
+    from mcpvs_bidsapp.visual_scores import estimate
+
     voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
     pvs = (mask > 0) & (brain_mask > 0)
     regions = {r.label: dseg == r for r in spec.PVS_REGIONS}
     regions[spec.WHOLE_BRAIN] = brain_mask > 0
+    visual = estimate(pvs, dseg, affine, wm_total=int((census.region == Region.WM.label).sum()))
     rows = []
     for name, region in regions.items():
         in_region = pvs & region
@@ -101,6 +109,9 @@ def region_measures(
                 "icv_mm3": icv_mm3,
                 "pvsnm": 1e6 * volume / icv_mm3 if icv_mm3 > 0 else np.nan,
                 "wmh_overlap_pct": wmh_pct,
+                "est_visual_score": visual[name].score if name in visual else np.nan,
+                "est_visual_count": visual[name].count if name in visual else np.nan,
+                "est_visual_section": visual[name].section if name in visual else np.nan,
             }
         )
     return pd.DataFrame(rows, columns=list(spec.MEASURE_COLUMNS))

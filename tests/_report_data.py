@@ -159,3 +159,71 @@ def make_report_dataset(tmp: Path, shared_data: Path, zoom_mm: float | None = 2.
     crash = out / "sub-02" / "log" / RUN_ID / "crash-20261125-120500-root-vesselness-ab12.txt"
     crash.write_text(CRASH_TEXT)
     return bids, out
+
+
+def make_phantom_report_dataset(tmp: Path, labels=("01",), load: str = "many") -> tuple[Path, Path]:
+    """Successful participants on nilearn's MNI152 with inserted PVS (no ../shared/data needed):
+    the regions are the template's, the PVS mask is the inserted truth, so the report shows
+    a brain whose PVS sit where PVS sit."""
+    from mcpvs_bidsapp.synthetic.phantoms import phantom_from_mni
+
+    bids = tmp / "bids"
+    out = tmp / "out"
+    bids.mkdir(parents=True, exist_ok=True)
+    (bids / "dataset_description.json").write_text(
+        json.dumps({"Name": "phantom", "BIDSVersion": "1.9.0"})
+    )
+    for n, label in enumerate(labels):
+        image, truth, brain, regions = phantom_from_mni(load=load, seed=20 + n)
+        anat = bids / f"sub-{label}" / "anat"
+        anat.mkdir(parents=True, exist_ok=True)
+        t1w = anat / f"sub-{label}_T1w.nii.gz"
+        image.to_filename(t1w)
+        (anat / f"sub-{label}_T1w.json").write_text(
+            json.dumps({"Manufacturer": "Siemens", "MagneticFieldStrength": 3})
+        )
+        work = tmp / f"work-{label}"
+        work.mkdir(parents=True, exist_ok=True)
+        affine = image.affine
+
+        def save(name, data, dtype, work=work, affine=affine):
+            path = work / name
+            nb.Nifti1Image(np.asarray(data).astype(dtype), affine).to_filename(path)
+            return str(path)
+
+        b = np.asanyarray(brain.dataobj) > 0
+        d = np.asanyarray(regions.dataobj).astype(np.uint8)
+        m = np.asanyarray(truth.dataobj) > 0
+        data = np.asanyarray(image.dataobj, dtype=np.float32) * b
+        icv = float(b.sum() * abs(np.linalg.det(affine[:3, :3])))
+        census = cluster_census(m, d, affine)
+        measures = region_measures(m, d, b, affine, icv, census)
+        measures.to_csv(work / "measures.tsv", sep="\t", index=False, na_rep="n/a")
+        census.to_csv(work / "clusters.tsv", sep="\t", index=False, na_rep="n/a")
+        prob = ndimage.gaussian_filter(m.astype(np.float32), 0.7)
+        WriteDerivatives(
+            base_directory=str(out),
+            bids_dir=str(bids),
+            source_file=str(t1w),
+            brain_mask=save("brain.nii.gz", b, np.uint8),
+            preproc_t1w=save("preproc.nii.gz", data / float(np.median(data[d == 2])), np.float32),
+            regions_dseg=save("dseg.nii.gz", d, np.uint8),
+            pvs_mask=save("pvs.nii.gz", m, np.uint8),
+            pvs_probseg=save("prob.nii.gz", np.clip(prob / max(prob.max(), 1e-6), 0, 1), "f4"),
+            measures=str(work / "measures.tsv"),
+            clusters=str(work / "clusters.tsv"),
+            segment_parameters={
+                "Method": "vesselness",
+                "MethodDescription": "test fixture: the inserted PVS",
+                "Parameters": {"scales_mm": [0.5, 1.0], "threshold": 0.2},
+            },
+            regions_method="fixture",
+            icv_source="brain mask volume",
+        ).run(cwd=str(work))
+        write_status(
+            out,
+            label,
+            [{"source": f"sub-{label}/anat/sub-{label}_T1w.nii.gz",
+              "entities": {"subject": label}, "status": "success", "error": None}],
+        )  # fmt: skip
+    return bids, out

@@ -184,7 +184,11 @@ def test_report_exists_offline_and_links_resolve(aged_cohort):
     parser = _Links()
     parser.feed(text)
     assert any(t.endswith(".svg") for t in parser.targets)
+    ids = set(re.findall(r'id="([^"]+)"', text))
     for target in parser.targets:
+        if target.startswith("#"):  # the navigation
+            assert target[1:] in ids, target
+            continue
         assert (page.parent / target).resolve().is_file(), target
     # outliers are flagged in the table and link to the participant's report
     table = _read(root / "out" / "group_pvs.tsv")
@@ -594,7 +598,7 @@ def test_stale_group_files_go_and_a_refused_run_writes_nothing(tmp_path):
     out = tmp_path / "out"
     assert run_group(_settings(tmp_path, visual_score_columns=["BG=bg_score"])) == 0
     visual = sorted(out.glob("group_stats_visual_*"))
-    assert len(visual) == 6  # spearman, anova, posthoc: .tsv + .json
+    assert len(visual) == 8  # spearman, anova, posthoc, agreement: .tsv + .json
     figures = {p.name for p in (out / "group_figures").glob("*.svg")}
     assert run_group(_settings(tmp_path)) == 0
     assert not list(out.glob("group_stats_visual_*"))

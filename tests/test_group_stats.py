@@ -178,7 +178,7 @@ def test_regression_unknown_vendor_rows_leave_only_the_vendor_model():
 
 
 def test_overlap_metrics_and_empty_mask_conventions():
-    from mcpvs_bidsapp.group.manual import overlap
+    from mcpvs_bidsapp.group.analyses.manual import overlap
 
     truth = np.zeros((4, 4, 4), bool)
     truth[0, :, :] = True  # 16 voxels

@@ -47,12 +47,14 @@ def _cv(values: np.ndarray) -> float:
     return float(values.std() / values.mean())
 
 
+@pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
 def test_brain_mask_volume_is_adult(head2mm):
     img, mask = head2mm
     volume_ml = mask.sum() * np.prod(img.header.get_zooms()[:3]) / 1000
     assert 1000 < volume_ml < 1900, volume_ml
 
 
+@pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
 @pytest.mark.parametrize("whole_image", [True, False])
 def test_n4_removes_an_added_bias_field(head2mm, whole_image):
     img, mask = head2mm
@@ -75,6 +77,7 @@ def test_n4_removes_an_added_bias_field(head2mm, whole_image):
     assert np.all(corrected[~inside] == 0)
 
 
+@pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
 def test_n4_keeps_contrast_whatever_the_intensity_range(head2mm):
     """N4 is multiplicative: a head stored with WM near 1 (a normalised input, the demo's
     phantoms) must come out as the same image up to scale. An additive shift to positive
@@ -89,6 +92,7 @@ def test_n4_keeps_contrast_whatever_the_intensity_range(head2mm):
     assert ratio.std() / ratio.mean() < 0.02, ratio.std() / ratio.mean()
 
 
+@pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
 def test_fcm_puts_white_matter_at_the_target(head2mm):
     img, mask = head2mm
     data = np.asanyarray(img.dataobj, dtype=np.float32)
@@ -102,6 +106,7 @@ def test_fcm_puts_white_matter_at_the_target(head2mm):
     assert float(np.median(out[gm_csf])) < 0.9
 
 
+@pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
 def test_fcm_equals_the_packages_cli(head2mm, tmp_path):
     """Our call and ``intensity-normalize fcm IMG -m MASK -o OUT --tissue-type wm`` agree."""
     img, mask = head2mm

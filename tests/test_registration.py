@@ -39,6 +39,7 @@ def _warp(tmp, fixed, moving, name: str):
     return np.asanyarray(nb.load(str(out)).dataobj)
 
 
+@pytest.mark.slow  # two ANTs registrations of a real head: 20 s on a loaded 2-core machine
 def test_registration_is_identical_run_to_run_and_aligns(moved_head, monkeypatch):
     tmp, fixed, moving = moved_head
     # the parent asks for 2 ITK threads; the child must still run single-threaded and seeded

@@ -103,6 +103,7 @@ def _bad_inputs(tmp: Path, real_head: Path) -> dict:
     }
 
 
+@pytest.mark.slow  # a whole CLI run over a dozen bad inputs: 90 s on a loaded 2-core machine
 def test_bad_input_matrix(shared_data, tmp_path):
     """Each bad file: one line naming it, exit 1, no derivative, listed in status and report."""
     bids = tmp_path / "bids"

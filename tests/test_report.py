@@ -12,12 +12,13 @@ import pytest
 from _report_data import RUN_ID, make_report_dataset
 
 from mcpvs_bidsapp.reports.boilerplate import methods_boilerplate, references
+from mcpvs_bidsapp.reports.layout import VIEWER, load_layout
 from mcpvs_bidsapp.reports.participant import build_participant_report, t1w_metadata
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}  # fmt: skip
-FIGURES = ["brainmask", "preproc", "regions", "pvsaxial", "pvscoronal", "pvssagittal",
-           "pvszoomBG", "pvszoomCSO"]  # fmt: skip
+#: every figure of a successful T1w, as the reports spec lists them (the viewer is no image)
+FIGURES = [r.key for r in load_layout().participant if r.key != VIEWER]
 
 
 class StrictHTML(HTMLParser):
@@ -30,6 +31,7 @@ class StrictHTML(HTMLParser):
         self.ids: list[str] = []
         self.imgs: list[str] = []
         self.links: list[str] = []
+        self.assets: list[str] = []
         self.doctype = False
         self.text: list[str] = []
 
@@ -48,6 +50,10 @@ class StrictHTML(HTMLParser):
             self.links.append(attrs["href"])
         if tag == "script" and attrs.get("src"):
             self.links.append(attrs["src"])
+            self.assets.append(attrs["src"])
+        for key in ("data-src", "data-lib"):  # the viewer's volumes and niivue
+            if attrs.get(key):
+                self.assets.append(attrs[key])
         if tag not in VOID:
             self.stack.append(tag)
 
@@ -82,9 +88,9 @@ def check_page(path: Path) -> StrictHTML:
         assert not href.startswith(("http:", "https:", "//", "/")), f"not offline: {href}"
         if href.startswith("#"):
             assert href[1:] in parser.ids, f"dangling anchor {href}"
-    for src in parser.imgs:
+    for src in parser.imgs + parser.assets:
         assert not src.startswith(("http:", "https:", "//", "/", "data:")), src
-        assert (path.parent / src).is_file(), f"missing image {src}"
+        assert (path.parent / src).is_file(), f"missing file {src}"
     return parser
 
 
@@ -117,6 +123,12 @@ def test_successful_participant_report(reports):
     assert "not from Samseg (Puonti et al., 2016)" in text
     assert "Tustison" in text and "Gorgolewski" in text and "Reinhold" in text
     assert "No errors." in text
+    # the viewer: niivue and our script shared at the root, the volumes beside the figures
+    assert "sub-01/figures/sub-01_desc-viewer.js" in page.assets
+    assert {"report_assets/niivue.min.js", "report_assets/mcpvs-viewer.js"} <= set(page.assets)
+    assert (out / "report_assets" / "niivue-LICENSES.txt").is_file()
+    # the estimated visual scores and the column descriptions
+    assert "Estimated visual scores" in text and "What the columns mean" in text
 
 
 @pytest.mark.slow  # real heads: builds the derivatives and two reports
@@ -146,13 +158,15 @@ def test_missing_derivative_still_gives_a_report(reports, tmp_path):
     bids, out, _ = reports
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
-    (copy / "sub-01/anat/sub-01_desc-regions_dseg.nii.gz").unlink()
+    (copy / "sub-01/anat/sub-01_desc-brain_mask.nii.gz").unlink()
     page = check_page(build_participant_report(copy, "01", bids))
     text = " ".join(page.text)
-    assert "not drawn: missing sub-01_desc-regions_dseg.nii.gz" in text
+    assert "not drawn: missing sub-01_desc-brain_mask.nii.gz" in text
+    assert "viewer not built: missing sub-01_desc-brain_mask.nii.gz" in text
     assert "sub-01/figures/sub-01_desc-pvsaxial.png" in page.imgs
-    assert "sub-01/figures/sub-01_desc-regions.png" not in page.imgs
-    assert not (copy / "sub-01/figures/sub-01_desc-regions.png").exists()  # no stale figure
+    assert "sub-01/figures/sub-01_desc-brainmask.png" not in page.imgs
+    assert not (copy / "sub-01/figures/sub-01_desc-brainmask.png").exists()  # no stale figure
+    assert not (copy / "sub-01/figures/sub-01_desc-viewer.js").exists()
 
 
 @pytest.mark.slow  # real heads: builds the derivatives and two reports
@@ -238,3 +252,47 @@ def test_boilerplate_without_any_success_claims_no_segmentation():
     text = " ".join(methods_boilerplate({})["paragraphs"])
     assert "No T1w image of this participant was segmented" in text
     assert "regions method" not in text and "Frangi" not in text
+
+
+def test_qc_flags_banner_and_the_exact_command(tmp_path):
+    """Whatever QC flags the measures sidecar carries become a banner; plan.json's command,
+    resolved settings and environment are shown (no images needed: figures say what is
+    missing)."""
+    from _report_data import write_status
+
+    from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.outputs import spec
+    from mcpvs_bidsapp.outputs.provenance import Key, environment
+
+    out = tmp_path / "out"
+    anat = out / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    table = pd.DataFrame(
+        {"region": ["BG", "WM", "whole_brain"], "pvs_volume_mm3": [12.5, 300.25, 312.75],
+         "pvs_count": [3, 40, 43], "icv_mm3": [1.5e6] * 3, "pvsnm": [8.3, 200.2, 208.5],
+         "est_visual_score": [1, 3, None], "est_visual_count": [3, 14, None],
+         "est_visual_section": [70, 110, None]}
+    )  # fmt: skip
+    table.to_csv(anat / "sub-01_desc-pvs_measures.tsv", sep="\t", index=False, na_rep="n/a")
+    flags = ["PVS in the cortical ribbon", {"name": "motion", "message": "ringing", "score": 0.7}]
+    (anat / "sub-01_desc-pvs_measures.json").write_text(
+        json.dumps({Key.QC_FLAGS: flags, Key.METHOD: "vesselness"})
+    )
+    write_status(out, "01", [{"source": "sub-01/anat/sub-01_T1w.nii.gz",
+                              "entities": {"subject": "01"}, "status": "success",
+                              "error": None}])  # fmt: skip
+    command = ["mcpvs", "/data/bids", "/data/out", "participant", "--regions", "fast"]
+    settings = Settings.from_options(
+        tmp_path, out, "participant", method="vesselness", regions="fast", command=command
+    )
+    plan = settings.resolve()
+    (out / "sub-01" / "log" / RUN_ID / spec.PLAN_FILE).write_text(plan.to_json(environment()))
+    page = check_page(build_participant_report(out, "01"))
+    text = " ".join(" ".join(page.text).split())
+    assert "Quality-control flags of sub-01" in text
+    assert "PVS in the cortical ribbon" in text and "motion : ringing (score 0.7)" in text
+    assert " ".join(command) in text
+    assert "n4_mask brain" in text and "resources.nprocs 1" in text  # resolved, not 'auto'
+    assert "python" in text and "nibabel" in text
+    assert "est. visual score" in text and "BG 1 (3 PVS on axial section 70)" in text
+    assert "300.2" in text and "12.5" in text  # one decimal for every volume

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from _report_data import make_report_dataset
 
+from mcpvs_bidsapp.reports.layout import VIEWER, load_layout
 from mcpvs_bidsapp.reports.participant import build_participant_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -136,8 +137,47 @@ class Chromium:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def render(page: Path, screenshot: Path | None = None) -> dict:
-    """Load ``page``; return its images' load state and every console/network error."""
+VIEWERS_JS = """(async () => {
+  const out = [];
+  for (const box of document.querySelectorAll('.mcpvs-viewer')) {
+    box.scrollIntoView({block: 'center'});
+    await window.mcpvsViewer.open(box);
+    const c = box.querySelector('canvas').getBoundingClientRect();
+    out.push({prefix: box.dataset.prefix, state: box.dataset.state,
+              status: (box.querySelector('.viewer-status') || {}).textContent || ''});
+  }
+  return JSON.stringify(out);
+})()"""
+
+
+def _canvas_shot(browser, session, index: int, path: Path) -> None:
+    """Screenshot of the ``index``-th viewer's canvas, scrolled into view and drawn."""
+    rect = browser.send(
+        "Runtime.evaluate",
+        session,
+        expression=f"(() => {{ const c = document.querySelectorAll('.mcpvs-viewer canvas')"
+        f"[{index}]; c.scrollIntoView({{block: 'center'}}); const r = c.getBoundingClientRect(); "
+        "return JSON.stringify([r.x + window.scrollX, r.y + window.scrollY, r.width, r.height]);"
+        " })()",
+        returnByValue=True,
+    )["result"]["value"]
+    x, y, w, h = json.loads(rect)
+    time.sleep(1.0)  # a few animation frames for WebGL
+    shot = browser.send(
+        "Page.captureScreenshot",
+        session,
+        format="png",
+        captureBeyondViewport=True,
+        clip={"x": x, "y": y, "width": w, "height": h, "scale": 1},
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def render(page: Path, screenshot: Path | None = None, viewer_shots: Path | None = None) -> dict:
+    """Load ``page``; return its images' load state, its viewers' state and every
+    console/network error. With ``viewer_shots`` (a folder), every viewer is started and its
+    canvas saved as ``viewer-<n>.png`` there."""
     browser = Chromium()
     try:
         target = browser.send("Target.createTarget", url="about:blank")["targetId"]
@@ -161,7 +201,21 @@ def render(page: Path, screenshot: Path | None = None) -> dict:
             "i => [i.getAttribute('src'), i.complete, i.naturalWidth]))",
             returnByValue=True,
         )["result"]["value"]
+        viewers = []
+        if viewer_shots is not None:
+            viewers = json.loads(
+                browser.send(
+                    "Runtime.evaluate",
+                    session,
+                    expression=VIEWERS_JS,
+                    awaitPromise=True,
+                    returnByValue=True,
+                )["result"]["value"]
+            )
+            for n in range(len(viewers)):
+                _canvas_shot(browser, session, n, viewer_shots / f"viewer-{n}.png")
         if screenshot is not None:
+            browser.send("Runtime.evaluate", session, expression="window.scrollTo(0, 0)")
             size = browser.send("Page.getLayoutMetrics", session)["cssContentSize"]
             shot = browser.send(
                 "Page.captureScreenshot",
@@ -188,7 +242,17 @@ def render(page: Path, screenshot: Path | None = None) -> dict:
             errors.append(params["entry"].get("text", ""))
         elif method == "Network.loadingFailed":
             errors.append(f"load failed: {params.get('errorText')}")
-    return {"images": json.loads(images), "errors": errors}
+    return {"images": json.loads(images), "errors": errors, "viewers": viewers}
+
+
+def _not_blank(png: Path) -> bool:
+    """A drawn viewer: many distinct colours and real contrast, not one flat colour."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(png).convert("RGB"))
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    return colours > 64 and float(pixels.std()) > 10 and (pixels.sum(-1) > 60).mean() > 0.05
 
 
 @pytest.mark.slow
@@ -200,14 +264,41 @@ def test_report_renders_in_chromium(tmp_path_factory, shared_data):
     copy = tmp / "copied"  # opened from a copied folder: nothing may point back
     shutil.copytree(out, copy)
     shutil.rmtree(out)
-    for label, n_images in (("01", 8), ("02", 1)):
+    n_figures = len([r for r in load_layout().participant if r.key != VIEWER])
+    for label, n_images in (("01", n_figures), ("02", 1)):
         shot = ARTEFACTS / f"report-sub-{label}.png" if label == "02" else ARTEFACTS / "report.png"
-        result = render(copy / f"sub-{label}.html", screenshot=shot)
+        shots = tmp / f"viewer-{label}"
+        result = render(copy / f"sub-{label}.html", screenshot=shot, viewer_shots=shots)
         assert len(result["images"]) == n_images
         broken = [src for src, complete, width in result["images"] if not (complete and width)]
         assert not broken, f"images that did not load: {broken}"
         assert not result["errors"], result["errors"]
         assert shot.stat().st_size > 10_000
+        if label == "01":  # the viewer started and drew the head
+            assert [v["state"] for v in result["viewers"]] == ["ready"], result["viewers"]
+            shutil.copyfile(shots / "viewer-0.png", ARTEFACTS / "report-viewer.png")
+            assert _not_blank(shots / "viewer-0.png")
+        else:
+            assert result["viewers"] == []
+
+
+@pytest.mark.slow
+def test_group_report_renders_in_chromium(tmp_path):
+    from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.group.run import run_group
+    from mcpvs_bidsapp.synthetic.cohort import write_cohort
+
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=24, seed=3, n_failed=1, n_manual=3)
+    settings = Settings.from_options(
+        tmp_path / "bids", tmp_path / "out", "group", work_dir=tmp_path / "work",
+        covariates=["age"], visual_score_columns=["BG=bg_score", "WM=wm_score"],
+        manual_masks=tmp_path / "bids" / "derivatives" / "manual",
+    )  # fmt: skip
+    assert run_group(settings) == 0
+    result = render(tmp_path / "out" / "group.html", screenshot=ARTEFACTS / "group.png")
+    broken = [src for src, complete, width in result["images"] if not (complete and width)]
+    assert not broken and len(result["images"]) >= 6, result["images"]
+    assert not result["errors"], result["errors"]
 
 
 def test_checker_sees_broken_images_and_console_errors(tmp_path):

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_ver.add_argument("names", nargs="*", help="models to verify (default: all)")
 
     p_rm = sub.add_parser("remove", parents=[store], help="remove an installed model")
-    p_rm.add_argument("name")
+    p_rm.add_argument("name", help="the installed model to remove")
 
     p_demo = sub.add_parser(
         "check-demo",
@@ -106,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference profile (default full-gpu: every fold, mirroring, step 0.5, as the "
         "authors ran it; slow on a CPU)",
     )
-    p_demo.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p_demo.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cuda", "cpu"],
+        help="where the model runs (auto: CUDA when torch sees a GPU)",
+    )
     p_demo.add_argument(
         "--regions", default="fast", choices=["fast", "samseg"], help="region method (default fast)"
     )

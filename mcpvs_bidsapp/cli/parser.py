@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from mcpvs_bidsapp import __version__, methods
@@ -31,8 +32,29 @@ examples:
 """
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+USAGE = """\
+mcpvs bids_dir output_dir {participant,group} [options]
+       mcpvs demo DEST [options]                   a small demo dataset, run end to end
+       mcpvs models COMMAND ...                    install, list, verify nnU-Net models
+       mcpvs slurm bids_dir output_dir [options]   a SLURM job array per participant
+       mcpvs --help | --version | SUBCOMMAND --help"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and appends an option's default once: only where
+    the help does not already say it and the default says something (not None, False, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, [], {}, argparse.SUPPRESS)
+            or action.option_strings == []
+            or isinstance(action, argparse._HelpAction | argparse._VersionAction)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def positive_int(value: str) -> int:
@@ -75,7 +97,11 @@ def _json_file(value: str) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """The ``mcpvs bids_dir output_dir {participant,group}`` parser."""
     parser = argparse.ArgumentParser(
-        prog="mcpvs", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
+        prog="mcpvs",
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("bids_dir", type=Path, help="root of the input BIDS dataset (read only)")
     parser.add_argument(
@@ -165,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=methods.region_scheme_names(),
         default="samseg",
         help="BG/WM regions and ICV: FreeSurfer Samseg as in the paper (~10 min) or a fast "
-        "atlas-registration path (~2 min; see docs/methods.md for its agreement with Samseg)",
+        "atlas-registration path (~2 min; docs/preprocessing.md gives its agreement with "
+        "Samseg)",
     )
     g_wf.add_argument(
         "--n4-mask",
@@ -297,6 +324,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser = build_parser()
     opts = parser.parse_args(argv)
     values = vars(opts)
+    values["command"] = ["mcpvs", *(sys.argv[1:] if argv is None else argv)]
     values["bids_filters"] = values.pop("bids_filter_file")
     if values["omp_nthreads"] is None:
         values["omp_nthreads"] = min(values["nprocs"], 8)

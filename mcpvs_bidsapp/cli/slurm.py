@@ -64,10 +64,32 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: <work-dir>/slurm)",
     )
     sel = parser.add_argument_group("selecting participants")
-    sel.add_argument("--participant-label", nargs="+", default=[], metavar="LABEL")
-    sel.add_argument("--session-label", nargs="+", default=[], metavar="LABEL")
-    sel.add_argument("--bids-filter-file", type=Path, default=None, metavar="FILE")
-    sel.add_argument("--skip-bids-validation", action="store_true")
+    sel.add_argument(
+        "--participant-label",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="one array task per listed participant (default: every participant)",
+    )
+    sel.add_argument(
+        "--session-label",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="sessions every task processes (default: all)",
+    )
+    sel.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PyBIDS filters for the T1w query, passed to every task (as mcpvs)",
+    )
+    sel.add_argument(
+        "--skip-bids-validation",
+        action="store_true",
+        help="do not check that bids_dir is a valid BIDS dataset (as mcpvs)",
+    )
     res = parser.add_argument_group("resources per participant task")
     res.add_argument(
         "--nprocs",

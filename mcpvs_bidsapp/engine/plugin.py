@@ -62,15 +62,24 @@ def log_nipype_to_file(log_file: Path, verbosity: int) -> Path:
 #: how Nipype says that nodes failed (their crash files say why)
 NODES_FAILED = "Workflow did not execute cleanly"
 
+#: plugins that submit the whole graph at once and call no status callback
+GRAPH_PLUGINS = ("SLURMGraph", "SGEGraph", "PBSGraph", "CondorDAGMan", "LSFGraph")
 
-def run_workflow(workflow, plan, log) -> str | None:
+
+def run_workflow(workflow, plan, log, status_callback=None) -> str | None:
     """Run a built workflow with the plan's plugin; failures of nodes are read from crash
     files. Returns the engine's own error (one line) when it stopped outside any node, e.g.
-    a plugin that refuses the resources, which no crash file records."""
+    a plugin that refuses the resources, which no crash file records.
+
+    ``status_callback(node, "start" | "end" | "exception")`` (the console progress) is handed
+    to every plugin that calls one.
+    """
     from mcpvs_bidsapp.engine import slurm
 
     plugin = plan.resources.plugin
     plugin_args = dict(plan.resources.plugin_args)
+    if status_callback is not None and plugin not in GRAPH_PLUGINS:
+        plugin_args["status_callback"] = status_callback
     if plugin in slurm.NIPYPE_SLURM_PLUGINS:
         slurm.prepare_nipype_slurm(workflow)
     engine_error = None

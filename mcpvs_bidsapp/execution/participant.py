@@ -21,6 +21,7 @@ from mcpvs_bidsapp.execution.locks import ParticipantLocks
 from mcpvs_bidsapp.execution.preflight import PARTICIPANT_KEY, preflight
 from mcpvs_bidsapp.execution.status import crash_messages, outputs_written
 from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.provenance import environment as provenance_environment
 from mcpvs_bidsapp.outputs.write import (
     check_tree,
     write_if_absent_json,
@@ -57,25 +58,35 @@ def run_participant(settings: Settings) -> int:
         selection.bids_filters,
         validate=not selection.skip_bids_validation,
     )
-    settings.output_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(settings.output_dir, os.W_OK):
-        raise PermissionError(f"{settings.output_dir}: output_dir is not writable")
-    write_if_absent_json(
-        settings.output_dir / spec.DATASET_DESCRIPTION, make_dataset_description(container_info())
-    )
-    write_region_table(settings.output_dir)
-
     if settings.execution.reports_only:
         return _reports_only(settings, t1w_inputs)
 
+    # every decision that can refuse the run comes before the first write into output_dir
     plan = settings.resolve()
-    LOGGER.info("plan: %s", plan.describe())
+    _prepare_output_dir(settings)
+    log_file = spec.nipype_log(plan.work_dir, plan.run_id)
+    _log_to_file(log_file)
+    n_t1w = sum(len(items) for items in t1w_inputs.values())
+    LOGGER.info(
+        "mcpvs %s: %d participant(s), %d T1w image(s); %s",
+        __version__,
+        len(t1w_inputs),
+        n_t1w,
+        plan.describe(),
+    )
+    LOGGER.info("log: %s", log_file)
+    LOGGER.info(
+        "run plan, status and crash files: %s",
+        spec.log_dir(plan.output_dir, "<label>", plan.run_id),
+    )
     with ParticipantLocks(plan.output_dir, plan.work_dir, plan.run_id) as locks:
         locks.reserve(len(t1w_inputs))
-        return _run_locked(settings, plan, t1w_inputs, locks)
+        return _run_locked(settings, plan, t1w_inputs, locks, log_file)
 
 
-def _run_locked(settings: Settings, plan: RunPlan, t1w_inputs, locks: ParticipantLocks) -> int:
+def _run_locked(
+    settings: Settings, plan: RunPlan, t1w_inputs, locks: ParticipantLocks, log_file
+) -> int:
     exit_code = 0
     mine: dict[str, list[T1wInput]] = {}
     for label, items in t1w_inputs.items():
@@ -103,12 +114,16 @@ def _run_locked(settings: Settings, plan: RunPlan, t1w_inputs, locks: Participan
     t_start = time.time()
     crashes: dict[str, str] = {}
     engine_error = None
+    steps: dict[str, dict] = {}
     if any(good.values()):
-        crashes, engine_error = _run_workflow(plan, good, settings.execution.verbosity)
+        crashes, steps, engine_error = _run_workflow(
+            plan, good, settings.execution.verbosity, log_file
+        )
 
     n_ok = n_all = 0
+    environment = provenance_environment()
     for label, items in mine.items():
-        runs = _runs(plan, label, items, errors[label], crashes, t_start, engine_error)
+        runs = _runs(plan, label, items, errors[label], crashes, t_start, steps, engine_error)
         n_all += len(runs)
         n_ok += sum(r["status"] == "success" for r in runs)
         if any(r["status"] == "failed" for r in runs):
@@ -128,14 +143,49 @@ def _run_locked(settings: Settings, plan: RunPlan, t1w_inputs, locks: Participan
                 },
                 root=plan.output_dir,
             )
-            write_text(folder / spec.PLAN_FILE, plan.to_json(), root=plan.output_dir)
+            write_text(folder / spec.PLAN_FILE, plan.to_json(environment), root=plan.output_dir)
         except (OSError, OutputFolderError) as err:
             error_line(f"sub-{label}: cannot write its status file ({err})")
             exit_code = EXIT_FAILED_PARTICIPANT
             continue
         _build_report(settings, label)
     print(f"mcpvs: {n_ok} of {n_all} T1w image(s) processed; outputs in {plan.output_dir}")
+    for label in mine:
+        report = spec.report_path(plan.output_dir, label)
+        if report.exists():
+            print(f"mcpvs: report {report}")
     return exit_code
+
+
+def _prepare_output_dir(settings: Settings) -> None:
+    """Create output_dir with its shared top-level files (only once the run is accepted)."""
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(settings.output_dir, os.W_OK):
+        raise PermissionError(f"{settings.output_dir}: output_dir is not writable")
+    write_if_absent_json(
+        settings.output_dir / spec.DATASET_DESCRIPTION, make_dataset_description(container_info())
+    )
+    write_region_table(settings.output_dir)
+
+
+def _log_to_file(log_file) -> None:
+    """mcpvs's own log lines go to the run's log file too (Nipype's are added by the engine)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    mcpvs_logger = logging.getLogger("mcpvs")
+    mcpvs_logger.handlers = [h for h in mcpvs_logger.handlers if not _is_run_log(h)] + [handler]
+    handler._mcpvs_run_log = True  # type: ignore[attr-defined]
+    if mcpvs_logger.level == logging.NOTSET or mcpvs_logger.level > logging.INFO:
+        mcpvs_logger.setLevel(logging.INFO)
+
+
+def _is_run_log(handler) -> bool:
+    if getattr(handler, "_mcpvs_run_log", False):
+        handler.close()
+        return True
+    return False
 
 
 def _attach_wmh(plan: RunPlan, good: dict[str, list[T1wInput]]) -> dict[str, list[T1wInput]]:
@@ -155,7 +205,7 @@ def _attach_wmh(plan: RunPlan, good: dict[str, list[T1wInput]]) -> dict[str, lis
     }
 
 
-def _runs(plan, label, items, errors, crashes, t_start, engine_error=None) -> list[dict]:
+def _runs(plan, label, items, errors, crashes, t_start, steps, engine_error=None) -> list[dict]:
     """The status entries of one participant's T1w images."""
     runs = []
     for key, message in errors.items():
@@ -181,32 +231,39 @@ def _runs(plan, label, items, errors, crashes, t_start, engine_error=None) -> li
                     crash if crash.startswith(item.path.name) else f"{item.path.name}: {crash}"
                 )
             error_line(message)
-        runs.append(
-            {
-                "source": source,
-                "entities": item.entities,
-                "status": "failed" if message else "success",
-                "error": message,
-            }
-        )
+        entry = {
+            "source": source,
+            "entities": item.entities,
+            "status": "failed" if message else "success",
+            "error": message,
+        }
+        if item.node_name in steps:
+            entry["steps"] = steps[item.node_name]
+        runs.append(entry)
     return runs
 
 
-def _run_workflow(plan: RunPlan, good, verbosity: int) -> tuple[dict[str, str], str | None]:
-    """Run Nipype; return ({t1w node name: one-line error} for what failed, the engine's own
-    error when it stopped before or outside any node, else None)."""
+def _run_workflow(
+    plan: RunPlan, good, verbosity: int, log_file
+) -> tuple[dict[str, str], dict, str | None]:
+    """Run Nipype; return ({t1w node name: one-line error} for what failed, {t1w node name:
+    step counts}, the engine's own error when it stopped before or outside any node, else
+    None)."""
     from mcpvs_bidsapp.engine.plugin import configure_nipype, log_nipype_to_file, run_workflow
+    from mcpvs_bidsapp.execution.progress import Progress
     from mcpvs_bidsapp.workflows.base import init_mcpvs_wf
 
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     configure_nipype(plan.resources.stop_on_first_crash)
-    log_nipype_to_file(plan.work_dir / "logs" / f"nipype-{plan.run_id}.log", verbosity)
+    log_nipype_to_file(log_file, verbosity)
     workflow = init_mcpvs_wf(plan, good)
-    engine_error = run_workflow(workflow, plan, LOGGER)
+    progress = Progress(workflow, {t.node_name: t.prefix for ts in good.values() for t in ts})
+    with progress:
+        engine_error = run_workflow(workflow, plan, LOGGER, status_callback=progress)
     messages: dict[str, str] = {}
     for label in good:
         messages.update(crash_messages(spec.log_dir(plan.output_dir, label, plan.run_id)))
-    return messages, engine_error
+    return messages, progress.counts(), engine_error
 
 
 def _build_report(settings: Settings, label: str) -> None:
@@ -219,6 +276,8 @@ def _build_report(settings: Settings, label: str) -> None:
 
 
 def _reports_only(settings: Settings, t1w_inputs) -> int:
+    if not settings.output_dir.is_dir():
+        raise FileNotFoundError(f"{settings.output_dir}: no outputs to rebuild reports from")
     for label in t1w_inputs:
         try:
             check_tree(settings.output_dir / f"sub-{label}", settings.output_dir)

@@ -33,6 +33,9 @@ class Key(StrEnum):
     N4_MASK = "N4Mask"
     ICV_SOURCE = "IcvSource"
     WMH_SOURCE = "WMHSource"
+    #: measures sidecar: quality-control flags of the T1w, a list (strings, or objects with
+    #: at least a name or message); the participant report shows each as a banner line
+    QC_FLAGS = "QCFlags"
     INTENSITY_NORMALIZATION = "IntensityNormalization"
     LABELS = "Labels"
     DESCRIPTION = "Description"
@@ -119,3 +122,19 @@ def software_versions(extra: tuple[str, ...] = ()) -> dict:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def environment() -> dict:
+    """Where a run ran: Python, platform, CPUs, container, and the software versions."""
+    import os
+    import platform
+
+    from mcpvs_bidsapp.bids import container_info
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "container": container_info(),
+        "software": software_versions(("pybids", "nilearn", "pandas", "statsmodels")),
+    }

@@ -190,12 +190,26 @@ def work_lock_path(work_dir: Path | str, participant_label: str) -> Path:
     return Path(work_dir) / "locks" / f"sub-{participant_label}.lock"
 
 
+#: top-level folder of the scripts the reports share (the viewer: niivue and ours)
+REPORT_ASSETS_DIR = "report_assets"
+
+
+def nipype_log(work_dir: Path | str, run_id: str) -> Path:
+    """The log file of one participant-level invocation (Nipype's and mcpvs's lines)."""
+    return Path(work_dir) / "logs" / f"nipype-{run_id}.log"
+
+
 def report_path(output_dir: Path | str, participant_label: str) -> Path:
     return Path(output_dir) / f"sub-{participant_label}.html"
 
 
 def figures_dir(output_dir: Path | str, participant_label: str) -> Path:
     return Path(output_dir) / f"sub-{participant_label}" / "figures"
+
+
+def viewer_data_path(output_dir: Path | str, participant_label: str, prefix: str) -> Path:
+    """The viewer's volumes of one T1w, as a script beside its figures."""
+    return figures_dir(output_dir, participant_label) / f"{prefix}_desc-viewer.js"
 
 
 # --- tables -------------------------------------------------------------------------------
@@ -217,6 +231,26 @@ MEASURE_COLUMNS: dict[str, dict[str, str]] = {
         "Description": "percentage of the region's PVS voxels inside the WMH mask",
         "Units": "%",
     },
+    "est_visual_score": {
+        "Description": "estimated visual PVS score (1-4): the paper's rating rule for the "
+        "region (section 2.6; BG: <5, 5-10, >10, uncountable PVS on the rating section; WM: "
+        "<10 in total, <=10, 11-20, >20 in the section with the most) applied to the PVS mask "
+        "(mcpvs_bidsapp/visual_scores.py); BG and WM rows only",
+        "Levels": {
+            "1": "BG <5 on the section; WM <10 in total",
+            "2": "BG 5-10; WM >=10 in total, <=10 in every section",
+            "3": "BG >10, countable; WM 11-20 in the section with the most",
+            "4": "BG uncountable (>20); WM >20 in a section",
+        },
+    },
+    "est_visual_count": {
+        "Description": "PVS (8-connected in the section) counted on the rating section: the "
+        "axial section of the region with the most PVS",
+    },
+    "est_visual_section": {
+        "Description": "that axial section: its index in the image reoriented to RAS (the "
+        "report's slice numbers)",
+    },
 }
 #: measures columns copied into the group table as ``<region key>_<column>``
 GROUP_MEASURE_COLUMNS: tuple[str, ...] = (
@@ -226,6 +260,15 @@ GROUP_MEASURE_COLUMNS: tuple[str, ...] = (
     "region_volume_mm3",
     "pvsnm",
     "wmh_overlap_pct",
+    "est_visual_score",
+    "est_visual_count",
+    "est_visual_section",
+)
+#: measures columns that only the BG and WM rows have (``n/a`` for the whole brain)
+VISUAL_SCORE_COLUMNS: tuple[str, ...] = (
+    "est_visual_score",
+    "est_visual_count",
+    "est_visual_section",
 )
 #: ``desc-pvs_clusters.tsv``
 CLUSTER_COLUMNS: tuple[str, ...] = (
@@ -260,6 +303,9 @@ NA_STRINGS = frozenset({"", "n/a", "na", "nan", "none", "null"})
 
 GROUP_FIGURES_DIR = "group_figures"
 GROUP_REPORT = "group.html"
+#: the common space of the cohort frequency map: nilearn's MNI152 (ICBM152 2009a asymmetric)
+TEMPLATE_SPACE = "MNI152NLin2009aAsym"
+GROUP_FREQUENCY_MAP = f"group_space-{TEMPLATE_SPACE}_desc-pvsfrequency_probseg.nii.gz"
 #: group table stem -> its columns' descriptions (the TSV's JSON sidecar)
 GROUP_TABLES: dict[str, dict[str, str]] = {
     "group_pvs": {
@@ -274,6 +320,9 @@ GROUP_TABLES: dict[str, dict[str, str]] = {
         "<region>_region_volume_mm3": "volume of the region itself, mm^3",
         "<region>_pvsnm": "1e6 x PVS volume / ICV (the paper's PVSnm)",
         "<region>_wmh_overlap_pct": "% of PVS voxels inside the WMH mask",
+        "<region>_est_visual_score": "estimated visual score (1-4) by the paper's rule (bg, wm)",
+        "<region>_est_visual_count": "PVS counted on the rating section (bg, wm)",
+        "<region>_est_visual_section": "axial section (RAS index) the score was read on",
         "icv_mm3": "intracranial volume, mm^3",
         "method": "PVS segmentation method (nnunet or vesselness)",
         "model_name": "nnU-Net model name (n/a for vesselness)",
@@ -363,6 +412,19 @@ GROUP_TABLES: dict[str, dict[str, str]] = {
         "t": "Welch t statistic",
         "df": "Welch-Satterthwaite degrees of freedom",
         "p_adj": "Dunnett's T3 p-value (studentized maximum modulus, all pairs)",
+    },
+    "group_stats_visual_agreement": {
+        "region": "BG or WM",
+        "score_column": "participants.tsv column with the rated visual score",
+        "vendor": "all, or one vendor",
+        "n": "participants with both a rated and an estimated score",
+        "kappa_linear": "Cohen's kappa with linear weights (scikit-learn), rated vs estimated",
+        "kappa_quadratic": "Cohen's kappa with quadratic weights",
+        "kappa_quadratic_ci_low": "95 % percentile-bootstrap CI (1000 resamples, n >= 10)",
+        "kappa_quadratic_ci_high": "upper bound",
+        "exact_pct": "% of participants whose estimated score equals the rated one",
+        "within_one_pct": "% within one score point",
+        "mean_difference": "mean of estimated - rated (positive: the masks hold more PVS)",
     },
     "group_stats_icc": {
         "region": "BG, WM or whole_brain (PVS volume)",

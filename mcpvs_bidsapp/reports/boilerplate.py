@@ -114,7 +114,10 @@ def methods_boilerplate(provenance: dict, *, n4_mask: N4Mask | None = None) -> d
         f"Basal ganglia (BG) and cerebral white matter (WM) regions came from {regions_text}. "
         "PVS clusters were 26-connected components of the mask, assigned to the region of "
         "their centroid; PVS volumes were normalised as PVSnm = 10^6 × volume / ICV "
-        f"{c('huang2024mcpvsnet')}."
+        f"{c('huang2024mcpvsnet')}. Visual PVS scores (1-4) were estimated from each mask with "
+        "the rating rules of the original work (BG: fewer than 5, 5-10, more than 10 or "
+        "uncountable PVS; WM: fewer than 10 in total, at most 10, 11-20 or more than 20 in "
+        "one section), counting 8-connected PVS on the axial section with the most of them."
     )
     return {
         "paragraphs": paragraphs,

@@ -8,9 +8,9 @@ could not be drawn and why, and everything else is still shown.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +30,7 @@ from mcpvs_bidsapp.outputs.read import (
 from mcpvs_bidsapp.outputs.write import write_text
 from mcpvs_bidsapp.reports import reportlets
 from mcpvs_bidsapp.reports.boilerplate import methods_boilerplate
+from mcpvs_bidsapp.reports.layout import VIEWER, load_layout
 
 LOGGER = logging.getLogger("mcpvs.report")
 TEMPLATES = Path(__file__).parent / "templates"
@@ -38,13 +39,15 @@ CRASH_TAIL_LINES = 60
 
 @dataclass
 class Figure:
-    """One reportlet as the template shows it."""
+    """One reportlet as the template shows it (a PNG, or the interactive viewer)."""
 
     key: str
     title: str
     caption: str
     src: str | None = None  # relative to the HTML file
     error: str | None = None
+    kind: str = "image"  #: image | viewer
+    size_kb: float | None = None
 
 
 @dataclass
@@ -62,6 +65,9 @@ class RunReport:
     figures: list[Figure] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     n4_mask: N4Mask | None = None
+    qc_flags: list[dict] = field(default_factory=list)
+    visual: list[dict] = field(default_factory=list)  #: estimated visual scores (BG, WM)
+    columns: dict = field(default_factory=dict)  #: measures column -> description
 
 
 def t1w_metadata(bids_dir: Path | None, source: str) -> dict:
@@ -100,9 +106,9 @@ def _provenance(sidecar: dict) -> dict:
         prov["Description"] = sidecar[Key.METHOD_DESCRIPTION]
     model = sidecar.get(Key.MODEL) or {}
     for key, value in model.items():  # every key the model store recorded, in its order
-        prov[f"Model {key.lower()}"] = json.dumps(value) if isinstance(value, dict) else value
+        prov[f"Model {key.lower()}"] = _flat(value) if isinstance(value, dict) else value
     if sidecar.get(Key.PARAMETERS):
-        prov["Parameters"] = json.dumps(sidecar[Key.PARAMETERS], sort_keys=True)
+        prov["Parameters"] = _flat(sidecar[Key.PARAMETERS])
     prov["Regions"] = sidecar.get(Key.REGIONS_METHOD, "n/a")
     versions = sidecar.get(Key.SOFTWARE_VERSIONS) or {}
     if versions:
@@ -110,18 +116,64 @@ def _provenance(sidecar: dict) -> dict:
     return {k: (", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in prov.items()}
 
 
-def _number(value) -> str:
-    """Readable numbers: 1,632,000 rather than 1.632e+06; 4 significant digits below 1000."""
-    if isinstance(value, float) and pd.isna(value):
+def _flat(value, prefix: str = "") -> dict:
+    """A nested record as {"a.b": "text"} rows, lists joined: one line per setting."""
+    out: dict = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}{key}."))
+        return out
+    text = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+    out[prefix.rstrip(".")] = "n/a" if text is None else text
+    return out
+
+
+#: decimals of each measures column in the report (one format per quantity, every row alike)
+COLUMN_DECIMALS = {
+    "pvs_volume_mm3": 1,
+    "pvs_count": 0,
+    "mean_cluster_volume_mm3": 1,
+    "region_volume_mm3": 0,
+    "icv_mm3": 0,
+    "pvsnm": 1,
+    "wmh_overlap_pct": 1,
+    "est_visual_score": 0,
+    "est_visual_count": 0,
+    "est_visual_section": 0,
+}
+#: shorter headers for the measures table (the full descriptions are below it)
+COLUMN_HEADERS = {
+    "region": "region",
+    "pvs_volume_mm3": "PVS volume (mm³)",
+    "pvs_count": "PVS count",
+    "mean_cluster_volume_mm3": "mean PVS volume (mm³)",
+    "region_volume_mm3": "region volume (mm³)",
+    "icv_mm3": "ICV (mm³)",
+    "pvsnm": "PVSnm",
+    "wmh_overlap_pct": "in WMH (%)",
+    "est_visual_score": "est. visual score",
+    "est_visual_count": "PVS on rating section",
+    "est_visual_section": "rating section",
+}
+
+
+def number(value, decimals: int | None = None) -> str:
+    """Readable numbers: thousands separated, a fixed number of decimals per quantity."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
         return "n/a"
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if decimals is None:
+            decimals = 0 if float(value).is_integer() else (1 if abs(value) >= 10 else 3)
+        return f"{value:,.{decimals}f}"
     return str(value)
 
 
 def _measures(path: Path) -> list[dict]:
     table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False)
-    return [{k: _number(v) for k, v in rec.items()} for rec in table.to_dict("records")]
+    return [
+        {k: number(v, COLUMN_DECIMALS.get(k)) for k, v in rec.items()}
+        for rec in table.to_dict("records")
+    ]
 
 
 def _census(path: Path) -> dict:
@@ -137,98 +189,94 @@ def _census(path: Path) -> dict:
     }
 
 
-def _reportlet_specs(prefix: str, anat: Path, raw: Path | None) -> list[tuple]:
-    """(key, title, caption, function, kwargs-of-paths) for every reportlet of one T1w."""
-    f = {
-        "mask": anat / spec.BRAIN_MASK.name(prefix),
-        "preproc": anat / spec.PREPROC_T1W.name(prefix),
-        "dseg": anat / spec.REGIONS_DSEG.name(prefix),
-        "pvs": anat / spec.PVS_MASK.name(prefix),
-    }
-    specs = [
-        (
-            "brainmask",
-            "Brain mask on the raw T1w",
-            "Red outline: the brain mask on the raw image, six slices per plane. It should hug "
-            "the brain surface: no skull, dura or eyes inside, no cortex or cerebellum cut.",
-            reportlets.plot_brain_mask,
-            {"t1w": raw, "brain_mask": f["mask"]},
-        ),
-        (
-            "preproc",
-            "N4 bias correction and FCM normalisation (before / after)",
-            "Top: raw T1w; bottom: after N4 and fuzzy-c-means white-matter normalisation "
-            "(WM mean at 1, red line in the histogram). The WM should look evenly bright "
-            "after correction and its histogram peak should sit at 1.",
-            reportlets.plot_preproc,
-            {"t1w": raw, "preproc": f["preproc"], "brain_mask": f["mask"]},
-        ),
-        (
-            "regions",
-            "Regions: basal ganglia and white matter",
-            "Amber: basal ganglia (BG); blue: cerebral white matter (WM). PVS volumes and "
-            "counts per region depend on these labels: check that BG covers the striatum and "
-            "pallidum and that WM does not spill into cortex or ventricles.",
-            reportlets.plot_regions,
-            {"preproc": f["preproc"], "dseg": f["dseg"]},
-        ),
-    ]
-    for plane in ("axial", "coronal", "sagittal"):
-        specs.append(
-            (
-                f"pvs{plane}",
-                f"PVS, {plane}",
-                f"Red: PVS mask over the preprocessed T1w, {plane} slices across the brain "
-                "(number of PVS voxels per slice in the corner). PVS run as thin dark tubes "
-                "along vessels: radially in the centrum semiovale, upwards in the basal "
-                "ganglia. Red along cortex, sulci, ventricle edges or in WMH is an error.",
-                reportlets.plot_pvs_mosaic,
-                {"preproc": f["preproc"], "pvs_mask": f["pvs"], "brain_mask": f["mask"],
-                 "plane": plane},
-            )
-        )  # fmt: skip
-    specs += [
-        (
-            "pvszoomBG",
-            "PVS zoomed on the basal ganglia",
-            "The axial BG slices with the most PVS, enlarged; left plain, right with the PVS "
-            "mask outlined. Every dark dot or tube should be outlined and every outline "
-            "should sit on one.",
-            reportlets.plot_pvs_zoom,
-            {"preproc": f["preproc"], "pvs_mask": f["pvs"], "dseg": f["dseg"], "region": "BG"},
-        ),
-        (
-            "pvszoomCSO",
-            "PVS zoomed on the centrum semiovale",
-            "The axial white-matter slices above the ventricles with the most PVS, enlarged; "
-            "left plain, right outlined. WM-PVS here run perpendicular to the cortex.",
-            reportlets.plot_pvs_zoom,
-            {"preproc": f["preproc"], "pvs_mask": f["pvs"], "dseg": f["dseg"], "region": "CSO"},
-        ),
-    ]
-    return specs
-
-
-def _draw(figures_dir: Path, output_dir: Path, prefix: str, reportlet: tuple) -> Figure:
-    key, title, caption, func, kwargs = reportlet
-    fig = Figure(key=key, title=title, caption=caption)
-    missing = [
-        Path(v).name
-        for k, v in kwargs.items()
-        if k not in ("plane", "region") and (v is None or not Path(v).exists())
-    ]
+def _draw(figures_dir: Path, output_dir: Path, prefix: str, reportlet, paths: dict) -> Figure:
+    """Draw one reportlet of the layout; a failure is one red line, never a lost report."""
+    fig = Figure(key=reportlet.key, title=reportlet.title, caption=reportlet.caption)
+    missing = [Path(v).name if v else "the raw T1w" for v in paths.values() if not _exists(v)]
     if missing:
         fig.error = "not drawn: missing " + ", ".join(missing)
         return fig
-    out = figures_dir / f"{prefix}_desc-{key}.png"
+    out = figures_dir / f"{prefix}_desc-{reportlet.key}.png"
     try:
-        reportlets_out = func(**kwargs, out_file=out)
-        fig.src = Path(reportlets_out).relative_to(output_dir).as_posix()
+        func = getattr(reportlets, reportlet.function)
+        drawn = Path(func(**paths, **reportlet.options, out_file=out))
+        fig.src = drawn.relative_to(output_dir).as_posix()
+        fig.size_kb = drawn.stat().st_size / 1024
     except Exception as err:  # one figure failing must not lose the report
-        LOGGER.warning("%s: reportlet %s failed (%s)", prefix, key, err)
+        LOGGER.warning("%s: reportlet %s failed (%s)", prefix, reportlet.key, err)
         detail = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
         fig.error = f"not drawn: {detail}"
     return fig
+
+
+def _exists(path) -> bool:
+    return path is not None and Path(path).exists()
+
+
+def _viewer(output_dir: Path, label: str, prefix: str, anat: Path, reportlet) -> Figure:
+    """The interactive viewer of one T1w: its volumes as a script beside the figures."""
+    from mcpvs_bidsapp.reports import viewer
+
+    fig = Figure(key=reportlet.key, title=reportlet.title, caption=reportlet.caption, kind="viewer")
+    files = {d.key: anat / d.name(prefix) for d in spec.IMAGES}
+    missing = [p.name for k, p in files.items() if k != spec.PVS_PROBSEG.key and not p.exists()]
+    if missing:
+        fig.error = "viewer not built: missing " + ", ".join(missing)
+        return fig
+    try:
+        out = viewer.write_viewer_data(
+            spec.viewer_data_path(output_dir, label, prefix), prefix, files
+        )
+        fig.src = out.relative_to(output_dir).as_posix()
+        fig.size_kb = out.stat().st_size / 1024
+    except Exception as err:
+        LOGGER.warning("%s: viewer data not written (%s)", prefix, err)
+        fig.error = f"viewer not built: {type(err).__name__}: {err}"
+    return fig
+
+
+_FLAG_NAME_KEYS = ("name", "Name", "flag", "Flag", "code", "Code", "id")
+_FLAG_MESSAGE_KEYS = ("message", "Message", "description", "Description", "reason")
+
+
+def qc_flags(measures_sidecar: dict) -> list[dict]:
+    """The QC flags a measures sidecar carries (``Key.QC_FLAGS``), whatever their form: a
+    list of strings or of objects, or one object of name -> message; as {name, message,
+    details} for the banner."""
+    raw = measures_sidecar.get(Key.QC_FLAGS)
+    if not raw:
+        return []
+    if isinstance(raw, dict):
+        raw = [{"name": k, "message": v} for k, v in raw.items()]
+    if not isinstance(raw, list):
+        raw = [raw]
+    flags = []
+    for item in raw:
+        if isinstance(item, dict):
+            name = next((str(item[k]) for k in _FLAG_NAME_KEYS if item.get(k)), "")
+            message = next((str(item[k]) for k in _FLAG_MESSAGE_KEYS if item.get(k)), "")
+            used = set(_FLAG_NAME_KEYS) | set(_FLAG_MESSAGE_KEYS)
+            details = ", ".join(f"{k} {v}" for k, v in item.items() if k not in used)
+            flags.append({"name": name, "message": message, "details": details})
+        else:
+            flags.append({"name": "", "message": str(item), "details": ""})
+    return flags
+
+
+def _visual(measures: list[dict]) -> list[dict]:
+    rows = []
+    for rec in measures:
+        if rec.get("est_visual_score", "n/a") not in ("n/a", None):
+            rows.append(
+                {
+                    "region": rec["region"],
+                    "score": rec["est_visual_score"],
+                    "count": rec.get("est_visual_count", "n/a"),
+                    "section": rec.get("est_visual_section", "n/a"),
+                    "total": rec.get("pvs_count", "n/a"),
+                }
+            )
+    return rows
 
 
 def _run_report(output_dir: Path, label: str, run: dict, bids_dir: Path | None) -> RunReport:
@@ -244,27 +292,18 @@ def _run_report(output_dir: Path, label: str, run: dict, bids_dir: Path | None) 
     if source:
         report.acquisition = _acquisition(raw, t1w_metadata(bids_dir, source))
     figures_dir = spec.figures_dir(output_dir, label)
-    for stale in figures_dir.glob(f"{prefix}_desc-*.png"):
-        stale.unlink()  # a figure must never outlive the output it showed
+    for pattern in (f"{prefix}_desc-*.png", f"{prefix}_desc-*.js"):
+        for stale in figures_dir.glob(pattern):
+            stale.unlink()  # a figure must never outlive the output it showed
+    anat = output_dir / Path(source).parent if source else output_dir
+    layout = load_layout()
     if report.status != "success":
         if raw is not None and raw.exists():
-            report.figures.append(
-                _draw(
-                    figures_dir,
-                    output_dir,
-                    prefix,
-                    (
-                        "input",
-                        "Input T1w",
-                        "The raw input in three planes, to see what went in.",
-                        reportlets.plot_input,
-                        {"t1w": raw},
-                    ),
-                )
-            )
+            for reportlet in layout.failed:
+                paths = reportlet.paths(raw, anat, prefix)
+                report.figures.append(_draw(figures_dir, output_dir, prefix, reportlet, paths))
         return report
 
-    anat = output_dir / Path(source).parent
     sidecar = read_json_or_empty(spec.sidecar_path(anat / spec.PVS_MASK.name(prefix)))
     report.provenance = _provenance(sidecar)
     measures = anat / spec.MEASURES.name(prefix)
@@ -276,14 +315,24 @@ def _run_report(output_dir: Path, label: str, run: dict, bids_dir: Path | None) 
         report.provenance["ICV"] = measures_json[Key.ICV_SOURCE]
     if measures_json.get(Key.WMH_SOURCE):
         report.provenance["WMH mask"] = measures_json[Key.WMH_SOURCE]
+    report.qc_flags = qc_flags(measures_json)
+    report.columns = {
+        k: (v.get("Description", "") if isinstance(v, dict) else str(v))
+        for k, v in spec.MEASURE_COLUMNS.items()
+    }
     if measures.exists():
         report.measures = _measures(measures)
+        report.visual = _visual(report.measures)
     clusters = anat / spec.CLUSTERS.name(prefix)
     if clusters.exists():
         report.census = _census(clusters)
     report.files = sorted(p.relative_to(output_dir).as_posix() for p in anat.glob(f"{prefix}_*"))
-    for reportlet in _reportlet_specs(prefix, anat, raw):
-        report.figures.append(_draw(figures_dir, output_dir, prefix, reportlet))
+    for reportlet in layout.participant:
+        if reportlet.key == VIEWER:
+            report.figures.append(_viewer(output_dir, label, prefix, anat, reportlet))
+            continue
+        paths = reportlet.paths(raw, anat, prefix)
+        report.figures.append(_draw(figures_dir, output_dir, prefix, reportlet, paths))
     return report
 
 
@@ -308,8 +357,6 @@ def crash_files(output_dir: Path, label: str, run_id: str | None) -> list[dict]:
 
 def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None = None) -> Path:
     """Write ``sub-<label>.html`` at the output root from what is on disk (also after failures)."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     t_start = time.time()
     output_dir = Path(output_dir)
     label = label.removeprefix("sub-")
@@ -329,6 +376,43 @@ def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None
         described.provenance if described else {},
         n4_mask=described.n4_mask if described else None,
     )
+    assets = {}
+    if any(f.kind == "viewer" and f.src for r in runs for f in r.figures):
+        from mcpvs_bidsapp.reports import viewer
+
+        assets = viewer.write_assets(output_dir)
+        assets["niivue_version"] = viewer.niivue_version()
+    page = (
+        templates()
+        .get_template("participant.html")
+        .render(
+            label=label,
+            version=__version__,
+            status=status,
+            runs=runs,
+            errors=errors,
+            crashes=crashes,
+            methods=methods,
+            run_info=run_info(output_dir, label, status.get("run_id")),
+            assets=assets,
+            no_status=not status.get("runs"),
+            n_failed=sum(1 for r in runs if r.status != "success"),
+            generated=datetime.now().isoformat(timespec="seconds"),
+            headers=COLUMN_HEADERS,
+            nav=[("summary", "Summary")]
+            + [(_safe_id(r.prefix), r.prefix) for r in runs]
+            + [("run", "Command and settings"), ("methods", "Methods"), ("errors", "Errors")],
+        )
+    )
+    out = write_text(spec.report_path(output_dir, label), page)
+    LOGGER.info("sub-%s: report written in %.1f s", label, time.time() - t_start)
+    return out
+
+
+def templates():
+    """The Jinja environment of every mcpvs report (participant and group share base.html)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=select_autoescape(["html"]),
@@ -336,20 +420,28 @@ def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None
         lstrip_blocks=True,
     )
     env.filters["anchor"] = _safe_id
-    page = env.get_template("participant.html").render(
-        label=label,
-        version=__version__,
-        status=status,
-        runs=runs,
-        errors=errors,
-        crashes=crashes,
-        methods=methods,
-        no_status=not status.get("runs"),
-        generated=datetime.now().isoformat(timespec="seconds"),
-    )
-    out = write_text(spec.report_path(output_dir, label), page)
-    LOGGER.info("sub-%s: report written in %.1f s", label, time.time() - t_start)
-    return out
+    env.filters["number"] = number
+    return env
+
+
+def run_info(output_dir: Path, label: str, run_id: str | None) -> dict:
+    """The command, resolved settings and environment of a run, from its plan.json."""
+    if not run_id:
+        return {}
+    plan = read_json_or_empty(spec.log_dir(output_dir, label, run_id) / spec.PLAN_FILE)
+    if not plan:
+        return {}
+    env = plan.pop("environment", {}) or {}
+    command = plan.pop("command", None)
+    software = env.pop("software", {}) or {}
+    settings = {k: v for k, v in _flat(plan).items() if k not in ("run_id",)}
+    return {
+        "command": " ".join(shlex.quote(str(c)) for c in command) if command else None,
+        "settings": settings,
+        "environment": {k: v for k, v in _flat(env).items() if v not in (None, "n/a")},
+        "software": software,
+        "plan_file": (spec.log_dir(Path("."), label, run_id) / spec.PLAN_FILE).as_posix(),
+    }
 
 
 def _safe_id(text: str) -> str:

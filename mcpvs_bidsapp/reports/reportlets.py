@@ -23,10 +23,14 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from mcpvs_bidsapp.outputs.spec import PVS_REGIONS, Region  # noqa: E402
+from mcpvs_bidsapp.reports import panels  # noqa: E402
 
 DPI = 90
-ZOOM_PX_PER_MM = 4.0
+#: screen pixels per mm of the zoomed panels: a 1 mm PVS voxel is a 7 x 7 pixel square,
+#: plainly visible inside its one-pixel outline
+ZOOM_PX_PER_MM = 7.0
 PVS_COLOUR = "#ff2a2a"
+PVS_RGB = panels.hex_rgb(PVS_COLOUR)
 PVS_CODES = [int(r) for r in PVS_REGIONS]
 REGION_COLOURS = {Region.BG: "#ffb000", Region.WM: "#1f9bff"}  # amber, blue: colour-blind safe
 _PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
@@ -77,13 +81,16 @@ class Volume:
 
 
 def _window(data: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
-    """Robust grey window (0.5-99.5th percentile inside the mask, or of non-zero voxels)."""
+    """Grey window from the 0.5th percentile inside the mask (or of non-zero voxels) to 20 %
+    above its 99.5th: the white matter stays light grey instead of white, so the dark PVS in
+    it keep their contrast and a bright artefact does not wash the image out."""
     values = data[mask > 0] if mask is not None and mask.any() else data[data != 0]
     if values.size == 0:
         return 0.0, 1.0
     if values.size > 200_000:  # percentiles of a fixed subsample: same window, faster
         values = values[:: values.size // 200_000]
     lo, hi = np.percentile(values, [0.5, 99.5])
+    hi = hi + 0.2 * (hi - lo)
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
@@ -123,8 +130,17 @@ def _grid(n: int, ncols: int, panel_in: float, aspect: float):
 
 
 def _label(ax, text: str) -> None:
+    """White on a black box: legible on any part of an MR image."""
     ax.text(
-        0.02, 0.98, text, transform=ax.transAxes, color="white", fontsize=8, va="top", ha="left"
+        0.02,
+        0.98,
+        text,
+        transform=ax.transAxes,
+        color="white",
+        fontsize=10,
+        va="top",
+        ha="left",
+        bbox={"facecolor": "black", "edgecolor": "none", "pad": 2, "alpha": 0.85},
     )
 
 
@@ -284,35 +300,6 @@ def plot_regions(preproc: Path, dseg: Path, out_file: Path, ncols: int = 6) -> P
     return _save(fig, out_file)
 
 
-def plot_pvs_mosaic(
-    preproc: Path, pvs_mask: Path, brain_mask: Path, plane: str, out_file: Path, ncols: int = 6
-) -> Path:
-    """PVS (red) over the preprocessed T1w: 3 rows of slices across the brain in one plane."""
-    vol = load(preproc)
-    pvs = load(pvs_mask, dtype=np.uint8)
-    brain = load(brain_mask, dtype=np.uint8).data > 0
-    window = _window(vol.data, brain)
-    indices = _slices(brain, plane, 3 * ncols, trim=0.15)
-    box = _zoom_box(brain, plane, 2)  # panels cropped to the brain: PVS are larger
-    crop = vol.slice(plane, indices[0])[box].shape
-    ext = _box_extent(vol, plane, crop)
-    fig, axes = _grid(len(indices), ncols, 2.2, ext[3] / ext[1])
-    for ax, index in zip(axes.flat, indices, strict=False):
-        extent = _show(ax, vol, plane, index, window, box=box)
-        sl = pvs.slice(plane, index)[box]
-        if sl.any():
-            ax.imshow(
-                np.ma.masked_where(sl == 0, sl),
-                cmap=_overlay_cmap(PVS_COLOUR),
-                alpha=0.9,
-                origin="lower",
-                extent=extent,
-                interpolation="nearest",
-            )
-        _label(ax, f"{plane[:3]} {index}: {int((sl > 0).sum())} vx")
-    return _save(fig, out_file)
-
-
 def _zoom_box(region: np.ndarray, plane: str, margin_vox: int = 6) -> tuple[slice, slice]:
     """Crop (rows, cols) of 2D slices around a region's extent in a plane."""
     shown = [a for a in range(3) if a != _PLANES[plane]]
@@ -324,67 +311,206 @@ def _zoom_box(region: np.ndarray, plane: str, margin_vox: int = 6) -> tuple[slic
     )
 
 
-def cso_slab(dseg: np.ndarray) -> np.ndarray:
-    """Centrum semiovale: the WM label in the axial slab 55-85 % up its superior extent.
-
-    Above the lateral ventricles the WM is one sheet of radiating fibres where WM-PVS are
-    rated (the paper's WM visual score counts them in the slice with the most).
-    """
-    wm = dseg == Region.WM
-    lo, hi = _bbox(wm, 2)
-    slab = np.zeros_like(wm)
-    z0, z1 = lo + int(0.55 * (hi - lo)), lo + int(0.85 * (hi - lo))
-    slab[:, :, z0 : z1 + 1] = wm[:, :, z0 : z1 + 1]
-    return slab
+def _cerebrum(seg: np.ndarray, brain: np.ndarray | None = None) -> np.ndarray:
+    """Where the PVS regions are (BG and WM), else the brain: the slices worth showing."""
+    labelled = np.isin(seg, PVS_CODES)
+    if labelled.any():
+        return labelled
+    return brain if brain is not None and brain.any() else seg > 0
 
 
-def plot_pvs_zoom(
-    preproc: Path, pvs_mask: Path, dseg: Path, region: str, out_file: Path, n: int = 4
+def _display_box(region_view: np.ndarray, margin_px: tuple[int, int]) -> tuple[slice, slice]:
+    rows = np.flatnonzero(region_view.any(axis=1))
+    cols = np.flatnonzero(region_view.any(axis=0))
+    if rows.size == 0:
+        return slice(0, region_view.shape[0]), slice(0, region_view.shape[1])
+    return (
+        slice(max(rows[0] - margin_px[0], 0), rows[-1] + margin_px[0] + 1),
+        slice(max(cols[0] - margin_px[1], 0), cols[-1] + margin_px[1] + 1),
+    )
+
+
+def plot_pvs_mosaic(
+    preproc: Path,
+    pvs_mask: Path,
+    dseg: Path,
+    plane: str,
+    out_file: Path,
+    n: int = 12,
+    ncols: int = 4,
+    panel_px: int = 300,
 ) -> Path:
-    """Zoomed axial panels on the basal ganglia or centrum semiovale, without and with PVS.
+    """PVS outlined in red on the preprocessed T1w, ``n`` sections through the BG/WM regions.
 
-    Each slice is shown twice, side by side (plain | PVS outlined in red), enlarged so that
-    single PVS voxels are visible: that pair is what a rater compares.
+    Only sections that hold the PVS regions are shown (axial: from 10 mm below the basal
+    ganglia to the top of the white matter; no skull base, no vertex caps); the outline is
+    drawn around the PVS voxels, so the dark tube stays visible inside it.
     """
     vol = load(preproc)
     pvs = load(pvs_mask, dtype=np.uint8)
-    seg = load(dseg, dtype=np.uint8).data
-    target = (seg == Region.BG) if region == "BG" else cso_slab(seg)
+    seg = load(dseg, dtype=np.uint8)
+    cerebrum = _cerebrum(seg.data)
+    axis = _PLANES[plane]
+    bg = seg.data == Region.BG
+    if plane == "axial" and bg.any():
+        # from 10 mm below the basal ganglia up: the temporal poles and the cerebellum level
+        # below hold WM label but no PVS anyone rates
+        lowest = _bbox(bg, 2)[0] - int(round(10.0 / seg.zooms[2]))
+        cerebrum = cerebrum.copy()
+        cerebrum[:, :, : max(lowest, 0)] = False
+    indices = _slices(cerebrum, plane, n, trim=0.02)
+    window = _window(vol.data, seg.data > 0)
+    # one crop for every panel: the brain's extent in this plane (its projection)
+    projection = (seg.data > 0).any(axis=axis, keepdims=True)
+    box = _display_box(panels.section(projection, seg.zooms, plane, 0).image, (2, 2))
+    spacing = panels.section(vol.data, vol.zooms, plane, indices[0]).spacing
+    ppm = panel_px / ((box[1].stop - box[1].start) * spacing[1])
+    out = []
+    for k in indices:
+        img, _ = panels.enlarge(panels.section(vol.data, vol.zooms, plane, k), ppm, *box)
+        mask, _ = panels.enlarge(panels.section(pvs.data > 0, pvs.zooms, plane, k), ppm, *box)
+        rgb = panels.grey(img, window)
+        panels.outline(rgb, mask, PVS_RGB)
+        n_vox = int((pvs.data[(slice(None),) * axis + (k,)] > 0).sum())
+        panels.corner_text(rgb, f"{plane} {k} · {n_vox} PVS vx", size=13)
+        out.append(rgb)
+    panels.save_png(panels.grid(out, ncols), out_file)
+    return Path(out_file)
+
+
+def _pick_sections(
+    counts: np.ndarray, region: np.ndarray, first: int, n: int, min_gap: int
+) -> list[int]:
+    """The rating section, then the sections with the most PVS (ties: the largest region
+    area) at least ``min_gap`` sections from every one already chosen; none without PVS."""
+    area = region.sum(axis=(0, 1))
+    # further sections only where there are PVS to check (a second empty one shows nothing)
+    order = [int(k) for k in np.lexsort((area, counts))[::-1] if area[k] > 0 and counts[k]]
+    chosen = [first]
+    for k in order:
+        if len(chosen) >= n:
+            break
+        if all(abs(k - c) >= min_gap for c in chosen):
+            chosen.append(k)
+    return chosen
+
+
+def _widen(box: slice, size: int, minimum: int, toward: str) -> slice:
+    """``box`` grown to at least ``minimum`` pixels, away from the midline (``toward``: the
+    side it grows to, ``low`` or ``high``), so a hemisphere's window never shows the other's."""
+    extra = minimum - (box.stop - box.start)
+    if extra <= 0:
+        return box
+    if toward == "low":
+        return slice(max(box.stop - minimum, 0), box.stop)
+    return slice(box.start, min(box.start + minimum, size))
+
+
+def _windows(region_view: np.ndarray, midline_col: int, spacing, max_rows_mm: float, margin_mm):
+    """Crop boxes (rows, cols) covering a region on one section: one per hemisphere, split
+    front to back when taller than ``max_rows_mm`` so each stays at full zoom; at least
+    50 mm wide, so a window always shows the tissue around what it is about."""
+    margin = (int(round(margin_mm / spacing[0])), int(round(margin_mm / spacing[1])))
+    out = []
+    for name, cols in (("left", slice(0, midline_col)), ("right", slice(midline_col, None))):
+        half = np.zeros_like(region_view)
+        half[:, cols] = region_view[:, cols]
+        if not half.any():
+            continue
+        rows, cbox = _display_box(half, margin)
+        # never across the midline: the other hemisphere has a window of its own
+        if name == "left":
+            cbox = slice(cbox.start, min(cbox.stop, midline_col))
+        else:
+            cbox = slice(max(cbox.start, midline_col), cbox.stop)
+        side = "low" if name == "left" else "high"
+        cbox = _widen(cbox, region_view.shape[1], int(round(50.0 / spacing[1])), side)
+        height_mm = (rows.stop - rows.start) * spacing[0]
+        n_parts = max(1, int(np.ceil(height_mm / max_rows_mm)))
+        edges = np.linspace(rows.start, rows.stop, n_parts + 1).round().astype(int)
+        for part in range(n_parts):
+            lo = max(int(edges[part]) - margin[0], 0) if part else int(edges[part])
+            hi = int(edges[part + 1]) + (margin[0] if part < n_parts - 1 else 0)
+            where = "" if n_parts == 1 else (" front" if part == 0 else " back")
+            out.append((f"{name}{where}", (slice(lo, hi), cbox), cols))
+    return out
+
+
+def plot_pvs_zoom(
+    preproc: Path,
+    pvs_mask: Path,
+    dseg: Path,
+    region: str,
+    out_file: Path,
+    n_sections: int | None = None,
+    px_per_mm: float = ZOOM_PX_PER_MM,
+) -> Path:
+    """Zoomed axial sections of the BG or the WM, each window shown twice side by side: plain
+    (left) and with the PVS outlined in red and the region's contour dotted (right).
+
+    The first section is the one a rater would count (:mod:`mcpvs_bidsapp.visual_scores`:
+    the most PVS in the region, or where the region is largest when there are none); the
+    others are the next sections with the most PVS, at least 6 mm apart. Each hemisphere is a
+    window of its own (the WM also split front and back) so every window is shown at
+    ``px_per_mm`` screen pixels per mm.
+    """
+    from mcpvs_bidsapp import visual_scores
+
+    vol = load(preproc)
+    pvs = load(pvs_mask, dtype=np.uint8)
+    seg = load(dseg, dtype=np.uint8)
+    code = Region.BG if region == "BG" else Region.WM
+    target = seg.data == code
     if not target.any():
         raise ValueError(f"no {region} voxels in the regions image")
-    window = _window(vol.data, seg > 0)
-    lo, hi = _bbox(target, 2, trim=0.1)
-    # the slices with the most PVS in the region come first (that is where errors show)
-    counts = [(int((pvs.data[:, :, k] & target[:, :, k]).sum()), k) for k in range(lo, hi + 1)]
-    chosen = sorted(k for _, k in sorted(counts, reverse=True)[:n])
-    if len(chosen) < n:
-        chosen = _slices(target, "axial", n, trim=0.1)
-    rows_sl, cols_sl = _zoom_box(target, "axial")
-    zoom = vol.zooms[[0, 1]]
-    crop_h = (rows_sl.stop - rows_sl.start) * zoom[1]
-    crop_w = (cols_sl.stop - cols_sl.start) * zoom[0]
-    # about 4 screen pixels per mm, so that a single 1 mm PVS voxel is plainly visible
-    panel = max(3.0, crop_w * ZOOM_PX_PER_MM / DPI)
-    fig, axes = plt.subplots(
-        len(chosen), 2, figsize=(2 * panel, len(chosen) * panel * crop_h / crop_w),
-        facecolor="black", squeeze=False,
-    )  # fmt: skip
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.01, hspace=0.01)
-    extent = [0, crop_w, 0, crop_h]
-    for (ax_plain, ax_pvs), k in zip(axes, chosen, strict=True):
-        img = vol.slice("axial", k)[rows_sl, cols_sl]
-        sl = pvs.slice("axial", k)[rows_sl, cols_sl]
-        for ax in (ax_plain, ax_pvs):
-            ax.set_axis_off()
-            ax.imshow(
-                img, cmap="gray", vmin=window[0], vmax=window[1], origin="lower",
-                extent=extent, interpolation="nearest",
-            )  # fmt: skip
-        if sl.any():
-            ax_pvs.contour(
-                sl, levels=[0.5], colors=PVS_COLOUR, linewidths=1.3, origin="lower",
-                extent=extent, corner_mask=False,
-            )  # fmt: skip
-        _label(ax_plain, f"{region} axial {k}")
-        _label(ax_pvs, f"PVS: {int((sl > 0).sum())} vx")
-    return _save(fig, out_file)
+    est = visual_scores.estimate(pvs.data, seg.data, np.eye(4))[code.label]
+    counts = visual_scores.section_counts((pvs.data > 0) & target)
+    n_sections = n_sections or (2 if code == Region.BG else 1)
+    min_gap = max(1, int(round(6.0 / vol.zooms[2])))
+    sections = _pick_sections(counts, target, est.section, n_sections, min_gap)
+    window = _window(vol.data, seg.data > 0)
+    brain = seg.data > 0
+    midline = int(round(np.mean(np.flatnonzero(brain.any(axis=(1, 2))))))
+    colour = panels.hex_rgb(REGION_COLOURS[code])
+    name = "basal ganglia" if code == Region.BG else "white matter"
+    rows = []
+    for rank, k in enumerate(sections):
+        img_v = panels.section(vol.data, vol.zooms, "axial", k)
+        reg_v = panels.section(target, vol.zooms, "axial", k).image
+        pvs_v = panels.section(pvs.data > 0, vol.zooms, "axial", k).image
+        in_region = int(counts[k])
+        head = (
+            f"Axial section {k}: {in_region} PVS in the {name}, the most of any section; the "
+            f"section a rater would count: estimated {region} visual score {est.score} of 4"
+            if rank == 0 and in_region
+            else f"Axial section {k}: no PVS in the {name} on any section; shown where the "
+            f"{name} is largest (estimated {region} visual score {est.score} of 4)"
+            if rank == 0
+            else f"Axial section {k}: {in_region} PVS in the {name}"
+        )
+        max_rows = 200.0 if code == Region.BG else 80.0
+        for hemi, box, half in _windows(reg_v, midline, img_v.spacing, max_rows, 6.0):
+            img, _ = panels.enlarge(img_v, px_per_mm, *box)
+            reg = panels.enlarge(panels.View(reg_v, img_v.spacing), px_per_mm, *box)[0]
+            msk = panels.enlarge(panels.View(pvs_v, img_v.spacing), px_per_mm, *box)[0]
+            plain = panels.grey(img, window)
+            marked = plain.copy()
+            panels.boundary(marked, reg, colour)
+            panels.outline(marked, msk, PVS_RGB)
+            in_half = np.zeros_like(reg_v)
+            in_half[:, half] = reg_v[:, half]
+            n_here = int(ndimage_label_count(pvs_v[box] & in_half[box]))
+            panels.corner_text(plain, f"{hemi} · T1w", size=14)
+            panels.corner_text(marked, f"{hemi} · PVS outlined ({n_here} in the {region})", size=14)
+            pair = panels.hstack([plain, marked], gap=8)
+            rows.append(panels.vstack([panels.text_strip(pair.shape[1], [head]), pair], gap=0))
+            head = f"Axial section {k} ({name}), continued"
+    panels.save_png(panels.vstack(rows, gap=10), out_file)
+    return Path(out_file)
+
+
+def ndimage_label_count(mask: np.ndarray) -> int:
+    """8-connected components of a 2-D mask (how the visual scores count)."""
+    from scipy import ndimage
+
+    return int(ndimage.label(mask, structure=np.ones((3, 3), bool))[1])

@@ -27,17 +27,23 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
-def _measures_tsv(path: Path, values: dict, icv: float) -> None:
+def _measures_tsv(path: Path, values: dict, icv: float, est: dict | None = None) -> None:
+    """The measures table; ``est``: region -> estimated visual score (the visual-score
+    columns, as the pipeline writes them)."""
     lines = [
         "region\tpvs_volume_mm3\tpvs_count\tmean_cluster_volume_mm3\tregion_volume_mm3"
         "\ticv_mm3\tpvsnm\twmh_overlap_pct"
+        + ("\test_visual_score\test_visual_count\test_visual_section" if est else "")
     ]
     for region, (volume, count, region_volume) in values.items():
         mean = f"{volume / count:.4f}" if count else "n/a"
-        lines.append(
+        line = (
             f"{region}\t{volume:.4f}\t{count}\t{mean}\t{region_volume:.1f}\t{icv:.1f}"
             f"\t{1e6 * volume / icv:.6f}\tn/a"
         )
+        if est:
+            line += f"\t{est[region]}\tn/a\tn/a" if region in est else "\tn/a\tn/a\tn/a"
+        lines.append(line)
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -56,6 +62,7 @@ def write_cohort(
     subject_offset: int = 0,
     write_bids: bool = True,
     n4_mask: str | None = None,
+    estimated_scores: bool = True,
 ) -> pd.DataFrame:
     """Write ``n`` participants' outputs; return the truth (one row per T1w).
 
@@ -66,6 +73,8 @@ def write_cohort(
     (status file only); ``n_manual`` get tiny NIfTI PVS masks plus manual masks in
     ``bids_dir/derivatives/manual`` with a known overlap. ``n4_mask`` records an N4 variant in
     the measures sidecars (none by default, as in outputs older than that record).
+    ``estimated_scores`` adds the estimated visual scores (the rated ones, a quarter of them
+    off by one) to the measures.
     """
     rng = np.random.default_rng(seed)
     output_dir = Path(output_dir)
@@ -96,6 +105,12 @@ def write_cohort(
     wm_score = (
         np.digitize(wm_true + rng.normal(0, 150, n), np.percentile(wm_true, [30, 60, 85])) + 1
     )
+    # estimated scores (what the rating rules give on the masks): the rated score, off by
+    # one for about a quarter of the participants; a generator of their own, so the planted
+    # effects above and below stay as they were
+    est_rng = np.random.default_rng(seed + 7919)
+    bg_est = np.clip(bg_score + est_rng.choice([-1, 0, 0, 0, 0, 0, 0, 1], n), 1, 4)
+    wm_est = np.clip(wm_score + est_rng.choice([-1, 0, 0, 0, 0, 0, 0, 1], n), 1, 4)
     failed = set(rng.choice(n, size=n_failed, replace=False).tolist()) if n_failed else set()
     manual = [i for i in range(n) if i not in failed][:n_manual]
 
@@ -156,7 +171,12 @@ def write_cohort(
                 "whole_brain": (bg_vol + wm_vol + other, bg_n + wm_n + 2, 1.1e6),
             }
             folder.mkdir(parents=True, exist_ok=True)
-            _measures_tsv(folder / spec.MEASURES.name(prefix), values, icv[i])
+            _measures_tsv(
+                folder / spec.MEASURES.name(prefix),
+                values,
+                icv[i],
+                {"BG": int(bg_est[i]), "WM": int(wm_est[i])} if estimated_scores else None,
+            )
             provenance = {
                 "Method": method,
                 "ModelName": "mcpvsnet" if method == "nnunet" else "n/a",
@@ -184,6 +204,10 @@ def write_cohort(
                 "bg_pvs_volume_mm3": bg_vol,
                 "wm_pvs_volume_mm3": wm_vol,
                 "manufacturer": manufacturer,
+                "bg_est_visual_score": int(bg_est[i]),
+                "wm_est_visual_score": int(wm_est[i]),
+                "bg_score": int(bg_score[i]),
+                "wm_score": int(wm_score[i]),
             }
             if i in manual and s == 0:
                 row.update(_write_masks(rng, output_dir, bids_dir, folder, sub, ses, prefix))

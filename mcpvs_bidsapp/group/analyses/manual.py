@@ -118,3 +118,39 @@ def summarise(per_run: pd.DataFrame) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+KEY = "manual"
+
+
+def run(ctx) -> dict | None:
+    """--manual-masks: per-T1w overlap and its summary (Table 2), volume scatter (Fig. 1)."""
+    from mcpvs_bidsapp.errors import GroupError
+    from mcpvs_bidsapp.group.analyses import pyplot
+
+    if not ctx.settings.group.manual_masks:
+        return None
+    manual_dir = Path(ctx.settings.group.manual_masks)
+    if not manual_dir.is_dir():
+        raise GroupError(f"--manual-masks {manual_dir}: no such folder")
+    per_run = manual_metrics(ctx.table, ctx.output_dir, manual_dir)
+    if per_run.empty:
+        ctx.note(KEY, f"no manual mask in {manual_dir} matches a participant output")
+    summary = summarise(per_run)
+    ctx.write(per_run, "group_manual_metrics")
+    ctx.write(summary, "group_stats_manual")
+    figures = []
+    ok = per_run[per_run["error"] == "n/a"] if not per_run.empty else per_run
+    if not ok.empty:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(4, 4))
+        for vendor, sub in ok.groupby("vendor"):
+            ax.scatter(sub["manual_volume_mm3"], sub["pvs_volume_mm3"], s=16, label=vendor)
+        lim = [0, max(ok["manual_volume_mm3"].max(), ok["pvs_volume_mm3"].max()) * 1.05]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.set_xlabel("manual PVS volume (mm³)")
+        ax.set_ylabel("segmented PVS volume (mm³)")
+        ax.legend(fontsize=8)
+        ctx.figure(fig, "manual_volume")
+        figures.append("manual_volume")
+    return {"per_run": per_run, "summary": summary, "figures": figures}
