@@ -34,6 +34,24 @@ def head2mm(philips_t1w, tmp_path_factory) -> tuple[nb.Nifti1Image, np.ndarray]:
     return img, mask
 
 
+@pytest.fixture(scope="module")
+def n4_head(head2mm):
+    """N4 of the unbiased 2 mm head, by ``whole_image``, computed once per module: the
+    whole-image N4 takes ~2 min on 2 cores and four tests start from the same one."""
+    img, mask = head2mm
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    done: dict[bool, np.ndarray] = {}
+
+    def get(whole_image: bool = True) -> np.ndarray:
+        if whole_image not in done:
+            done[whole_image] = n4_masked(
+                data, mask, img.affine, num_threads=2, whole_image=whole_image
+            )[0]
+        return done[whole_image].copy()
+
+    return get
+
+
 def _wm_mask(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Brightest of three intensity classes in the brain, eroded: WM on an unbiased T1w."""
     from skimage.filters import threshold_multiotsu
@@ -56,7 +74,7 @@ def test_brain_mask_volume_is_adult(head2mm):
 
 @pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
 @pytest.mark.parametrize("whole_image", [True, False])
-def test_n4_removes_an_added_bias_field(head2mm, whole_image):
+def test_n4_removes_an_added_bias_field(head2mm, n4_head, whole_image):
     img, mask = head2mm
     data = np.asanyarray(img.dataobj, dtype=np.float32)
     wm = _wm_mask(data, mask)
@@ -69,7 +87,7 @@ def test_n4_removes_an_added_bias_field(head2mm, whole_image):
     assert cv_corrected < 0.8 * cv_biased, (cv_biased, cv_corrected)
     # the head has its own bias too: compare with N4 of the unbiased head, which must differ
     # from N4 of the biased one by much less than the field we added (up to a global scale)
-    reference, _ = n4_masked(data, mask, img.affine, num_threads=2, whole_image=whole_image)
+    reference = n4_head(whole_image)
     residual = np.log(corrected[wm] / reference[wm])
     added = 0.6 * ramp[wm]
     assert residual.std() < 0.5 * added.std(), (residual.std(), added.std())
@@ -78,14 +96,14 @@ def test_n4_removes_an_added_bias_field(head2mm, whole_image):
 
 
 @pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
-def test_n4_keeps_contrast_whatever_the_intensity_range(head2mm):
+def test_n4_keeps_contrast_whatever_the_intensity_range(head2mm, n4_head):
     """N4 is multiplicative: a head stored with WM near 1 (a normalised input, the demo's
     phantoms) must come out as the same image up to scale. An additive shift to positive
     values once halved the PVS contrast of such images."""
     img, mask = head2mm
     data = np.asanyarray(img.dataobj, dtype=np.float32)
     small = data / np.median(data[_wm_mask(data, mask)])  # WM ~ 1, CSF and PVS near 0.3
-    big, _ = n4_masked(data, mask, img.affine, num_threads=2, whole_image=False)
+    big = n4_head(whole_image=False)
     low, _ = n4_masked(small, mask, img.affine, num_threads=2, whole_image=False)
     inside = (mask > 0) & (big > 0)
     ratio = low[inside] / big[inside]
@@ -93,10 +111,9 @@ def test_n4_keeps_contrast_whatever_the_intensity_range(head2mm):
 
 
 @pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
-def test_fcm_puts_white_matter_at_the_target(head2mm):
+def test_fcm_puts_white_matter_at_the_target(head2mm, n4_head):
     img, mask = head2mm
-    data = np.asanyarray(img.dataobj, dtype=np.float32)
-    corrected, _ = n4_masked(data, mask, img.affine, num_threads=2)
+    corrected = n4_head()
     n4_img = nb.Nifti1Image(corrected, img.affine)
     out = fcm_normalize(n4_img, nb.Nifti1Image(mask, img.affine))
     wm = _wm_mask(corrected, mask)
@@ -107,11 +124,10 @@ def test_fcm_puts_white_matter_at_the_target(head2mm):
 
 
 @pytest.mark.slow  # N4/FCM/deepbet on a real head: minutes on 2 cores
-def test_fcm_equals_the_packages_cli(head2mm, tmp_path):
+def test_fcm_equals_the_packages_cli(head2mm, n4_head, tmp_path):
     """Our call and ``intensity-normalize fcm IMG -m MASK -o OUT --tissue-type wm`` agree."""
     img, mask = head2mm
-    data = np.asanyarray(img.dataobj, dtype=np.float32)
-    corrected, _ = n4_masked(data, mask, img.affine, num_threads=2)
+    corrected = n4_head()
     in_file, mask_file, out_file = (
         tmp_path / "n4.nii.gz",
         tmp_path / "m.nii.gz",
