@@ -470,3 +470,20 @@ def test_bids_filter_files_select_through_the_cli(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 1 and "Traceback" not in err, (data, err)
         assert _taken(err) == expected, (data, err)
+
+
+def test_every_bad_key_of_a_filter_file_is_one_line(tmp_path, capsys):
+    """A filter file with several mistakes named only the first (fix, rerun, next one): now
+    one ``mcpvs: error:`` line per bad key, exit 2, and no T1w is tried."""
+    bids = _empty_t1ws(tmp_path / "bids", ["sub-01_T1w.nii.gz", "sub-01_acq-fast_T1w.nii.gz"])
+    path = tmp_path / "filter.json"
+    data = {"t1w": {"acqusition": "fast", "subject": "01", "run": {"a": 1}, "acquisition": "*"}}
+    path.write_text(json.dumps(data))
+    code = main([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                 "--bids-filter-file", str(path)])  # fmt: skip
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 3, lines
+    assert all(ln.startswith("mcpvs: error: --bids-filter-file: ") for ln in lines), lines
+    assert "unknown entity 'acqusition'" in lines[0]
+    assert "'subject' cannot be filtered" in lines[1]
+    assert "run: {'a': 1} is not a value" in lines[2]
