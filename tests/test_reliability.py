@@ -335,3 +335,23 @@ def test_held_signals_stop_only_where_it_is_safe():
         steps += ["rename 1", "rename 2"]
     assert steps == ["rename 1", "rename 2"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # all handlers restored
+
+
+@pytest.mark.slow
+def test_a_t1w_stored_twice_does_not_stop_a_real_participant(shared_data, tmp_path):
+    """``sub-01_T1w.nii`` beside ``sub-01_T1w.nii.gz`` (two good images) aborted the whole
+    cohort on main (duplicate Nipype node): now sub-01 fails with one line per file and
+    sub-02, a real head, is processed and committed in the same run."""
+    bids = make_small_bids(tmp_path / "bids", shared_data, n_participants=2, zoom_mm=2.0)
+    anat = bids / "sub-01" / "anat"
+    nb.load(anat / "sub-01_T1w.nii.gz").to_filename(anat / "sub-01_T1w.nii")
+    out = tmp_path / "out"
+    proc = run_cli(bids, out, "participant", "--regions", "fast", "--method", "vesselness",
+                   "--nprocs", "2", "-w", tmp_path / "work")  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("mcpvs: error:")]
+    assert len(errors) == 2 and all("are one T1w stored twice" in ln for ln in errors), errors
+    assert (out / "sub-02" / "anat" / "sub-02_space-T1w_desc-pvs_mask.nii.gz").is_file()
+    assert not (out / "sub-01" / "anat").exists()
+    status = json.loads(next((out / "sub-02" / "log").glob("*/mcpvs_status.json")).read_text())
+    assert [r["status"] for r in status["runs"]] == ["success"]
