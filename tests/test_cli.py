@@ -416,14 +416,19 @@ def test_repeated_labels_select_every_participant_and_session(tmp_path, capsys):
 
 
 def test_repeated_covariates_are_all_fitted(tmp_path):
-    """``--covariates age --covariates hypertension`` regressed on hypertension alone on main."""
+    """``--covariates age --covariates hypertension`` regressed on hypertension alone on main;
+    ``--visual-score-columns`` given twice kept only the last region."""
     from mcpvs_bidsapp.synthetic.cohort import write_cohort
 
     write_cohort(tmp_path / "out", tmp_path / "bids", n=30, seed=3)
     code = main([str(tmp_path / "bids"), str(tmp_path / "out"), "group",
                  "-w", str(tmp_path / "work"), "--covariates", "age",
-                 "--covariates", "hypertension"])  # fmt: skip
+                 "--covariates", "hypertension", "--visual-score-columns", "BG=bg_score",
+                 "--visual-score-columns", "wm_score"])  # fmt: skip
     assert code == 0
+    rho = (tmp_path / "out" / "group_stats_visual_spearman.tsv").read_text().splitlines()
+    regions = {row.split("\t")[rho[0].split("\t").index("region")] for row in rho[1:]}
+    assert regions == {"BG", "WM"}, regions
     reg = (tmp_path / "out" / "group_stats_regression.tsv").read_text().splitlines()
     header = reg[0].split("\t")
     terms = {row.split("\t")[header.index("term")] for row in reg[1:]}
