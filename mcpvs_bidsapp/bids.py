@@ -177,26 +177,32 @@ def t1w_filters(filters: dict, entities: set[str]) -> dict:
             raise BIDSError('--bids-filter-file: "t1w" must be a JSON object of entities')
     known = (set(entities) | {"extension"}) - set(_FIXED)
     out = {}
+    problems = []  # one line per bad key, all at once: a user fixes the file in one go
     for key, value in filters.items():
         if key in _FIXED:
-            raise BIDSError(f"--bids-filter-file: {key!r} cannot be filtered ({_FIXED[key]})")
+            problems.append(f"--bids-filter-file: {key!r} cannot be filtered ({_FIXED[key]})")
+            continue
         if key not in known:
-            raise BIDSError(
+            problems.append(
                 f"--bids-filter-file: unknown entity {key!r} (entities of this dataset: "
                 f"{', '.join(sorted(known))})"
             )
+            continue
         values = value if isinstance(value, list) else [value]
-        for item in values:
-            if item is not None and not isinstance(item, str | int | float | bool):
-                raise BIDSError(
-                    f"--bids-filter-file: {key}: {item!r} is not a value (a string, a number, "
-                    "null, or a list of them)"
-                )
+        bad = [v for v in values if v is not None and not isinstance(v, str | int | float | bool)]
+        if bad:
+            problems.append(
+                f"--bids-filter-file: {key}: {bad[0]!r} is not a value (a string, a number, "
+                "null, or a list of them)"
+            )
+            continue
 
         def convert(item):
             return Query.NONE if item is None else Query.ANY if item == "*" else item
 
         out[key] = [convert(v) for v in value] if isinstance(value, list) else convert(value)
+    if problems:
+        raise BIDSError("\n".join(problems))
     return out
 
 

@@ -375,3 +375,120 @@ def test_engine_errors_reach_the_status(tmp_path, shared_data, capsys, monkeypat
     err = capsys.readouterr().err
     assert code == 1 and "did not finish" not in err
     assert "sub-01_T1w.nii.gz: not processed: Insufficient resources available for job: n4" in err
+
+
+def _empty_t1ws(root: Path, names: list[str]) -> Path:
+    """A BIDS dataset of empty T1w files (``sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz`` ...):
+    each selected file fails fast, naming itself, so stderr says which T1w a run took."""
+    root.mkdir(parents=True)
+    (root / "dataset_description.json").write_text('{"Name": "t", "BIDSVersion": "1.9.0"}')
+    for name in names:
+        parts = [p for p in name.split("_") if p.startswith(("sub-", "ses-"))]
+        anat = root.joinpath(*parts, "anat")
+        anat.mkdir(parents=True, exist_ok=True)
+        (anat / name).write_bytes(b"")
+    return root
+
+
+def _taken(err: str) -> list[str]:
+    """The T1w files a run took, from their "file is empty" lines."""
+    return sorted(
+        line.split("mcpvs: error: ", 1)[1].split(":")[0]
+        for line in err.splitlines()
+        if line.startswith("mcpvs: error: ") and "file is empty" in line
+    )
+
+
+def test_repeated_labels_select_every_participant_and_session(tmp_path, capsys):
+    """``--participant-label 01 --participant-label 02`` processed only 02 on main (argparse
+    kept the last one); the same for ``--session-label``. Through the CLI: every label given
+    is taken, and nothing else."""
+    names = [f"sub-{s}_ses-{t}_T1w.nii.gz" for s in ("01", "02", "03") for t in ("1", "2", "3")]
+    bids = _empty_t1ws(tmp_path / "bids", names)
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "-w", str(tmp_path / "work"),
+                 "--participant-label", "01", "--participant-label", "sub-02",
+                 "--session-label", "1", "--session-label", "ses-2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert _taken(err) == [f"sub-{s}_ses-{t}_T1w.nii.gz" for s in ("01", "02") for t in "12"]
+    assert sorted(p.name for p in out.glob("sub-*") if p.is_dir()) == ["sub-01", "sub-02"]
+
+
+def test_repeated_covariates_are_all_fitted(tmp_path):
+    """``--covariates age --covariates hypertension`` regressed on hypertension alone on main;
+    ``--visual-score-columns`` given twice kept only the last region."""
+    from mcpvs_bidsapp.synthetic.cohort import write_cohort
+
+    write_cohort(tmp_path / "out", tmp_path / "bids", n=30, seed=3)
+    code = main([str(tmp_path / "bids"), str(tmp_path / "out"), "group",
+                 "-w", str(tmp_path / "work"), "--covariates", "age",
+                 "--covariates", "hypertension", "--visual-score-columns", "BG=bg_score",
+                 "--visual-score-columns", "wm_score"])  # fmt: skip
+    assert code == 0
+    rho = (tmp_path / "out" / "group_stats_visual_spearman.tsv").read_text().splitlines()
+    regions = {row.split("\t")[rho[0].split("\t").index("region")] for row in rho[1:]}
+    assert regions == {"BG", "WM"}, regions
+    reg = (tmp_path / "out" / "group_stats_regression.tsv").read_text().splitlines()
+    header = reg[0].split("\t")
+    terms = {row.split("\t")[header.index("term")] for row in reg[1:]}
+    assert "age" in terms and "hypertension[T.yes]" in terms, terms  # a yes/no column
+
+
+def test_threads_beyond_a_plugin_files_processes_is_one_line(tmp_path, capsys):
+    """With ``--use-plugin`` (MultiProc, ``n_procs: 2``) the parser cannot compare
+    ``--omp-nthreads`` with ``--nprocs``; the run still refuses 4 threads on 2 processes with
+    one line (exit 2) before any T1w is tried, instead of "processing did not finish"."""
+    bids = _empty_t1ws(tmp_path / "bids", ["sub-01_T1w.nii.gz"])
+    plugin = tmp_path / "plugin.yml"
+    plugin.write_text("plugin: MultiProc\nplugin_args:\n  n_procs: 2\n")
+    code = main([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                 "--use-plugin", str(plugin), "--omp-nthreads", "4"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("mcpvs: error: --omp-nthreads 4 is more than the 2 processes")
+    assert not _taken(err)
+    plugin.write_text("plugin: MultiProc\nplugin_args:\n  n_procs: 4\n")  # enough: runs
+    code = main([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                 "--use-plugin", str(plugin), "--omp-nthreads", "4"])  # fmt: skip
+    assert code == 1 and _taken(capsys.readouterr().err) == ["sub-01_T1w.nii.gz"]
+
+
+def test_bids_filter_files_select_through_the_cli(tmp_path, capsys):
+    """fMRIPrep filter files gave tracebacks on main (one with only ``bold``; ``null`` and
+    ``"*"`` too). Through the CLI they select the T1w they say: only ``bold``: every T1w;
+    ``null``: the entity absent; ``"*"``: any value of it."""
+    plain = ["sub-01_T1w.nii.gz", "sub-02_T1w.nii.gz"]
+    acq = ["sub-01_acq-mprage_T1w.nii.gz", "sub-02_acq-fast_T1w.nii.gz"]
+    bids = _empty_t1ws(tmp_path / "bids", plain + acq)
+    cases = [
+        ({"bold": {"task": "rest"}, "sbref": {"task": "rest"}}, sorted(plain + acq)),
+        ({"t1w": {"acquisition": None}, "bold": {}}, plain),
+        ({"t1w": {"acquisition": "*"}, "bold": {"task": "rest"}}, sorted(acq)),
+        ({"acquisition": ["mprage", None]}, sorted(plain + acq[:1])),
+    ]
+    for i, (data, expected) in enumerate(cases):
+        path = tmp_path / f"filter{i}.json"
+        path.write_text(json.dumps(data))
+        argv = [str(bids), str(tmp_path / f"out{i}"), "participant", "-w", str(tmp_path / "w")]
+        code = main([*argv, "--bids-filter-file", str(path)])
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" not in err, (data, err)
+        assert _taken(err) == expected, (data, err)
+
+
+def test_every_bad_key_of_a_filter_file_is_one_line(tmp_path, capsys):
+    """A filter file with several mistakes named only the first (fix, rerun, next one): now
+    one ``mcpvs: error:`` line per bad key, exit 2, and no T1w is tried."""
+    bids = _empty_t1ws(tmp_path / "bids", ["sub-01_T1w.nii.gz", "sub-01_acq-fast_T1w.nii.gz"])
+    path = tmp_path / "filter.json"
+    data = {"t1w": {"acqusition": "fast", "subject": "01", "run": {"a": 1}, "acquisition": "*"}}
+    path.write_text(json.dumps(data))
+    code = main([str(bids), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+                 "--bids-filter-file", str(path)])  # fmt: skip
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 3, lines
+    assert all(ln.startswith("mcpvs: error: --bids-filter-file: ") for ln in lines), lines
+    assert "unknown entity 'acqusition'" in lines[0]
+    assert "'subject' cannot be filtered" in lines[1]
+    assert "run: {'a': 1} is not a value" in lines[2]

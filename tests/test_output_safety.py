@@ -122,6 +122,23 @@ def test_writer_puts_every_image_back_on_the_input_grid(lia_dataset, tmp_path):
     assert (right[:, 0] < nb.affines.apply_affine(dseg.affine, [0, 0, 0])[0] + 9).all()
 
 
+def test_the_commit_marker_is_renamed_last(lia_dataset, tmp_path, monkeypatch):
+    """The marker (the PVS mask: "the whole set is there") was renamed 7th of 13, so a kill
+    between two renames could leave it without the measures (issue #17, item 14)."""
+    bids, source = lia_dataset
+    anat = tmp_path / "out" / "sub-01" / "anat"
+    renamed, real = [], os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).parent == anat:
+            renamed.append(Path(dst).name)
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    _write(tmp_path / "out", bids, source, tmp_path / "work")
+    assert len(renamed) == 13 and renamed[-1] == spec.COMMIT_MARKER.name("sub-01"), renamed
+
+
 def test_writer_never_replaces_a_file_it_did_not_write(lia_dataset, tmp_path):
     """Another pipeline's ``desc-preproc_T1w`` (fMRIPrep names its files the same way) stays
     as it is, and nothing of the set is committed; mcpvs's own files are replaced."""

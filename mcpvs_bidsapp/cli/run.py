@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_participant(settings)
     except (McpvsError, OSError) as err:
-        print(f"mcpvs: error: {err}", file=sys.stderr)
+        for line in str(err).splitlines() or [""]:  # several problems: one line each
+            print(f"mcpvs: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except (Interrupted, KeyboardInterrupt) as err:
         signum = err.signum if isinstance(err, Interrupted) else 2

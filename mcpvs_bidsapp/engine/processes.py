@@ -83,3 +83,35 @@ def end_children(grace_s: float = 5.0) -> int:
             pass
     psutil.wait_procs(alive, timeout=grace_s)
     return len(children)
+
+
+@contextmanager
+def held_signals(signums=(signal.SIGTERM, signal.SIGINT)):
+    """Hold SIGTERM and SIGINT over a block that must not stop half-way (the writer's commit).
+
+    Yields ``check()``: called where stopping is safe, it raises :class:`Interrupted` when a
+    signal came, so that the block's own cleanup (``finally``) runs; at the end of the block a
+    held signal is sent again to the handler there was (a worker then ends, the main process
+    stops the run). Without it, a worker ended by :func:`end_children` while staging left its
+    temporary files in the derivatives folder (main thread only; elsewhere nothing is held).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    received: list[int] = []
+
+    def hold(signum, _frame):
+        received.append(signum)
+
+    def check():
+        if received:
+            raise Interrupted(received[0])
+
+    previous = {s: signal.signal(s, hold) for s in signums}
+    try:
+        yield check
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+        if received:
+            os.kill(os.getpid(), received[0])

@@ -26,6 +26,7 @@ from nipype.interfaces.base import (
 )
 
 from mcpvs_bidsapp.bids import T1wInput
+from mcpvs_bidsapp.engine.processes import held_signals
 from mcpvs_bidsapp.errors import OutputFolderError
 from mcpvs_bidsapp.orientation import to_grid
 from mcpvs_bidsapp.outputs import spec
@@ -152,41 +153,50 @@ class WriteDerivatives(SimpleInterface):
                 )
         staged: list[tuple[Path, Path]] = []
         anat.mkdir(parents=True, exist_ok=True)
-        try:
-            for derivative, (src, meta) in images.items():
-                dtype = np.dtype(derivative.dtype)
-                try:  # steps ran on the RAS+ copy: back to the input's voxel order, exactly
-                    data = to_grid(nb.load(src), ref).astype(dtype)
-                except ValueError as err:
-                    raise RuntimeError(f"{derivative.entities}: {err}") from None
-                header = ref.header.copy()
-                header.set_data_dtype(dtype)
-                header.set_slope_inter(1, 0)
-                out = nb.Nifti1Image(data, ref.affine, header)
-                final = anat / derivative.name(prefix)
-                staged.append((stage(final, out.to_filename, root=out_root), final))
-                sidecar = spec.sidecar_path(final)
-                payload = json.dumps({**common, **meta}, indent=2, default=str) + "\n"
-                write = lambda p, s=payload: Path(p).write_text(s)  # noqa: E731
-                staged.append((stage(sidecar, write, root=out_root), sidecar))
-            for derivative, src in (
-                (spec.MEASURES, inputs.measures),
-                (spec.CLUSTERS, inputs.clusters),
-            ):
-                final = anat / derivative.name(prefix)
-                copy = lambda p, s=src: shutil.copyfile(s, p)  # noqa: E731
-                staged.append((stage(final, copy, root=out_root), final))
-            mjson = spec.sidecar_path(anat / spec.MEASURES.name(prefix))
-            payload = json.dumps(measures_meta, indent=2, default=str) + "\n"
-            staged.append(
-                (stage(mjson, lambda p: Path(p).write_text(payload), root=out_root), mjson)
-            )
-            # every file is complete on disk: now make them all visible
-            for tmp, final in staged:
-                os.replace(tmp, final)
-        finally:
-            for tmp, _ in staged:
-                if tmp.exists():
-                    tmp.unlink()
+        # SIGTERM (a SLURM time limit) while staging: the staged files are removed, then the
+        # worker ends; while renaming: every rename is made first (issue #17, item 14)
+        with held_signals() as check:
+            try:
+                for derivative, (src, meta) in images.items():
+                    dtype = np.dtype(derivative.dtype)
+                    try:  # steps ran on the RAS+ copy: back to the input's voxel order, exactly
+                        data = to_grid(nb.load(src), ref).astype(dtype)
+                    except ValueError as err:
+                        raise RuntimeError(f"{derivative.entities}: {err}") from None
+                    header = ref.header.copy()
+                    header.set_data_dtype(dtype)
+                    header.set_slope_inter(1, 0)
+                    out = nb.Nifti1Image(data, ref.affine, header)
+                    final = anat / derivative.name(prefix)
+                    check()
+                    staged.append((stage(final, out.to_filename, root=out_root), final))
+                    sidecar = spec.sidecar_path(final)
+                    payload = json.dumps({**common, **meta}, indent=2, default=str) + "\n"
+                    write = lambda p, s=payload: Path(p).write_text(s)  # noqa: E731
+                    staged.append((stage(sidecar, write, root=out_root), sidecar))
+                for derivative, src in (
+                    (spec.MEASURES, inputs.measures),
+                    (spec.CLUSTERS, inputs.clusters),
+                ):
+                    final = anat / derivative.name(prefix)
+                    copy = lambda p, s=src: shutil.copyfile(s, p)  # noqa: E731
+                    check()
+                    staged.append((stage(final, copy, root=out_root), final))
+                mjson = spec.sidecar_path(anat / spec.MEASURES.name(prefix))
+                payload = json.dumps(measures_meta, indent=2, default=str) + "\n"
+                staged.append(
+                    (stage(mjson, lambda p: Path(p).write_text(payload), root=out_root), mjson)
+                )
+                check()
+                # every file is complete on disk: now make them all visible, the commit marker
+                # last (its presence means the whole set is there; a SIGKILL between two renames
+                # leaves a set without it, which a rerun replaces)
+                marker = anat / spec.COMMIT_MARKER.name(prefix)
+                for tmp, final in sorted(staged, key=lambda pair: pair[1] == marker):
+                    os.replace(tmp, final)
+            finally:
+                for tmp, _ in staged:
+                    if tmp.exists():
+                        tmp.unlink()
         self._results["out_files"] = [str(final) for _, final in staged]
         return runtime
