@@ -12,7 +12,7 @@ So, as fMRIPrep does, the validated T1w is reoriented to RAS+ with nibabel's ori
 no voxel value and needs no interpolation, so the copy is exact; every output is mapped back
 with the inverse permutation (:func:`to_grid`), also exact, and written with the input's own
 header. Two storage orders of one head therefore give the same array to every step, and the
-same numbers (tests/test_orientation.py).
+same numbers (tests/integration/test_invariance.py).
 
 An oblique affine (voxel axes rotated against the scanner's) cannot be undone by permuting:
 the copy gets the closest RAS+ voxel order and keeps the residual rotation (at most 45°) in its

@@ -2,7 +2,7 @@
 
 Library-backed where a maintained implementation exists: OLS from statsmodels, Spearman and
 Pearson from scipy, one-way and Welch ANOVA from statsmodels. Two pieces are written here,
-each validated in tests/test_group_stats.py against independent reference values:
+each validated in tests/unit/test_group_stats.py against independent reference values:
 
 * Dunnett's T3 (Dunnett 1980): no library in our environment has it (scikit-posthocs has
   Tamhane T2 but not T3; statsmodels 0.15 has none; scipy.stats.dunnett is many-to-one with

@@ -1,7 +1,7 @@
 """Fuzzy C-means white-matter intensity normalisation (intensity-normalization 3.0.1).
 
 The authors ran ``fcm-normalize -m brainmask`` (white-matter mode); the package's Python API
-is the same code path as its CLI, checked against it in tests/test_preproc.py.
+is the same code path as its CLI, checked against it in tests/unit/test_preproc.py.
 """
 
 from __future__ import annotations

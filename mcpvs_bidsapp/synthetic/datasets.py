@@ -99,7 +99,7 @@ def storage_orders(img: nb.Nifti1Image, oblique_deg: tuple[float, float] = (20.0
     the RAS voxels with the affine turned ``oblique_deg`` = (pitch about the left-right axis,
     yaw about the superior axis) degrees about the world origin: the voxel grid at an angle
     to the scanner, as an oblique acquisition's header says. Measures must not depend on which
-    (tests/test_orientation.py, benchmarks/orientation.py).
+    (tests/integration/test_invariance.py, benchmarks/orientation.py).
     """
     ras = nb.as_closest_canonical(img)
     data = np.asanyarray(ras.dataobj)

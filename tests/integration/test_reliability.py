@@ -19,7 +19,7 @@ import pytest
 from mcpvs_bidsapp.bids import collect_t1w
 from mcpvs_bidsapp.synthetic.datasets import make_small_bids, resample_head
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli(*args, **kwargs) -> subprocess.Popen:

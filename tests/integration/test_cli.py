@@ -15,7 +15,7 @@ import pytest
 from mcpvs_bidsapp import __version__
 from mcpvs_bidsapp.cli.run import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ import pytest
 
 from mcpvs_bidsapp.cli.run import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _parsers():

@@ -28,7 +28,7 @@ from mcpvs_bidsapp.outputs.read import check_output_dir
 from mcpvs_bidsapp.outputs.write import check_tree, resolve_target, write_text
 from mcpvs_bidsapp.synthetic.datasets import make_small_bids, storage_orders
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _digest(root: Path) -> dict:

@@ -14,8 +14,8 @@ import pytest
 
 from mcpvs_bidsapp.synthetic.datasets import make_small_bids
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: the tiny-model builders
 
 
 def mcpvs(*args) -> subprocess.CompletedProcess:
