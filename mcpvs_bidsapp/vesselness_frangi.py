@@ -1,4 +1,8 @@
-"""Built-in PVS segmentation without trained weights: Frangi vesselness for dark tubes.
+"""The first built-in method (variant ``frangi``): Frangi vesselness for dark tubes.
+
+Kept for comparison and for old outputs' provenance; :mod:`mcpvs_bidsapp.vesselness` runs
+it with ``{"variant": "frangi"}``. Its fixed darkness thresholds were set on fluid-dark
+phantoms and find almost nothing on real 1 mm T1w (issue #15, docs/builtin-method.md).
 
 The vesselness family (Frangi et al. 1998) is what the published T1w PVS pipelines that
 mcPVS-Net cites use (Sepehrband et al. 2019; Ballerini et al. 2018; Frangi-guided Lan et al.
@@ -37,6 +41,7 @@ from scipy import ndimage as ndi
 from . import __version__
 
 METHOD_NAME = "vesselness"
+VARIANT = "frangi"
 METHOD_DESCRIPTION = (
     "Multi-scale Frangi vesselness for dark tubes on the N4 + WM-normalised T1w inside BG and "
     "WM, hysteresis thresholding, a relative-contrast rule and connected-component rules after "
@@ -173,7 +178,7 @@ def segment_pvs(
     zooms = np.asarray(zooms[:3], dtype=float)
     probseg = np.zeros(image.shape, np.float32)
     mask = np.zeros(image.shape, np.uint8)
-    used = {"method": METHOD_NAME, "version": __version__, **p}
+    used = {"method": METHOD_NAME, "version": __version__, "variant": VARIANT, **p}
     roi_full = (regions == 1) | (regions == 2)
     if not roi_full.any():
         return probseg, mask, used
