@@ -114,7 +114,6 @@ ENV MCPVS_MODEL_STORE=/opt/mcpvs/models \
     XDG_CACHE_HOME=/tmp/.cache \
     MPLCONFIGDIR=/tmp/.cache/matplotlib \
     NUMBA_CACHE_DIR=/tmp/.cache/numba \
-    TEMPLATEFLOW_HOME=/tmp/.cache/templateflow \
     NIPYPE_NO_ET=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -24,7 +24,7 @@ from pathlib import Path
 from mcpvs_bidsapp.config import Settings
 from mcpvs_bidsapp.group.run import run_group
 root = Path(sys.argv[1])
-s = Settings(bids_dir=root / "bids", output_dir=root / "out", analysis_level="group",
+s = Settings.from_options(root / "bids", root / "out", "group",
              work_dir=root / "work", covariates=["age", "hypertension", "wmh_norm"],
              visual_score_columns=["BG=bg_score", "WM=wm_score"],
              manual_masks=root / "bids" / "derivatives" / "manual")

@@ -55,7 +55,7 @@ def step_deepbet(a):
 
 
 def step_atlas_priors(a):
-    from mcpvs_bidsapp.interfaces.regions_fast import atlas_priors
+    from mcpvs_bidsapp.methods.regions.atlas import atlas_priors
 
     t0 = time.time()
     path = atlas_priors(Path(a["work"]) / "cache")
@@ -82,7 +82,7 @@ def step_samseg(a):
 
 
 def step_samseg_cached(a):
-    from mcpvs_bidsapp.interfaces.samseg import read_sbtiv, seg_to_native
+    from mcpvs_bidsapp.methods.regions.samseg import read_sbtiv, seg_to_native
 
     d = Path(a["samseg_dir"])
     out = seg_to_native(d / "seg.mgz", a["t1w_valid"], Path(a["work"]) / "samseg_seg.nii.gz")
@@ -103,7 +103,7 @@ def _n4(a, mask_key, out_key, whole_image=True):
         in_file=a["t1w_valid"],
         in_mask=a[mask_key],
         num_threads=a["threads"],
-        whole_image=whole_image,
+        n4_mask="whole-image" if whole_image else "brain",
     ).run(cwd=_step_dir(a, out_key))
     return {out_key: res.outputs.out_file}
 
@@ -184,7 +184,7 @@ def compare_segs(seg_a: str, seg_b: str) -> None:
     import nibabel as nb
     import numpy as np
 
-    from mcpvs_bidsapp.interfaces.samseg import labels_to_regions
+    from mcpvs_bidsapp.methods.regions.samseg import labels_to_regions
 
     (ma, da), (mb, db) = (
         labels_to_regions(np.asanyarray(nb.load(p).dataobj).astype(np.int32))

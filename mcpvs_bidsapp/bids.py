@@ -11,30 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcpvs_bidsapp import __version__
+from mcpvs_bidsapp.errors import BIDSError
+from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.read import prefix_entities, t1w_entities, t1w_prefix
 
-#: Entities a T1w may carry, in the order BIDS writes them in file names.
-ENTITY_ORDER = (
-    ("subject", "sub"),
-    ("session", "ses"),
-    ("task", "task"),
-    ("acquisition", "acq"),
-    ("ceagent", "ce"),
-    ("reconstruction", "rec"),
-    ("direction", "dir"),
-    ("run", "run"),
-    ("echo", "echo"),
-    ("flip", "flip"),
-    ("inv", "inv"),
-    ("mtransfer", "mt"),
-    ("part", "part"),
-    ("chunk", "chunk"),
-)
-_KEY_TO_ENTITY = {key: ent for ent, key in ENTITY_ORDER}
 CODE_URL = "https://github.com/mcpvs/mcpvs"
-
-
-class BIDSError(Exception):
-    """A problem with the input dataset or the selection, shown to the user as one line."""
 
 
 @dataclass
@@ -43,6 +24,8 @@ class T1wInput:
 
     path: Path
     entities: dict = field(default_factory=dict)
+    #: a WMH mask on this T1w's grid (``--wmh-derivatives``), for the PVS-WMH overlap
+    wmh_file: Path | None = None
 
     @property
     def subject(self) -> str:
@@ -51,15 +34,12 @@ class T1wInput:
     @property
     def prefix(self) -> str:
         """File-name prefix of its derivatives: the input name without ``_T1w.nii[.gz]``."""
-        return derivative_prefix(self.path)
+        return t1w_prefix(self.path)
 
     @property
     def anat_dir(self) -> Path:
         """Relative folder of its derivatives (``sub-X[/ses-Y]/anat``)."""
-        parts = [f"sub-{self.subject}"]
-        if self.entities.get("session"):
-            parts.append(f"ses-{self.entities['session']}")
-        return Path(*parts, "anat")
+        return spec.anat_dir(self.entities)
 
     @property
     def node_name(self) -> str:
@@ -68,26 +48,6 @@ class T1wInput:
 
     def relative_to(self, bids_dir: Path) -> str:
         return str(self.path.relative_to(bids_dir))
-
-
-def derivative_prefix(t1w_path: Path | str) -> str:
-    """``sub-01_ses-1_run-2_T1w.nii.gz`` -> ``sub-01_ses-1_run-2``."""
-    name = Path(t1w_path).name
-    match = re.match(r"^(sub-[^_]+.*?)_T1w\.nii(\.gz)?$", name)
-    if not match:
-        raise BIDSError(f"{name}: not a BIDS T1w file name (sub-<label>[_...]_T1w.nii[.gz])")
-    return match.group(1)
-
-
-def parse_entities(t1w_path: Path | str) -> dict:
-    """Entities from a BIDS file name (no PyBIDS needed: group level and writers use it)."""
-    entities = {}
-    for chunk in derivative_prefix(t1w_path).split("_"):
-        key, _, value = chunk.partition("-")
-        if key in _KEY_TO_ENTITY and value:
-            ent = _KEY_TO_ENTITY[key]
-            entities[ent] = int(value) if ent == "run" and value.isdigit() else value
-    return entities
 
 
 def check_paths(bids_dir: Path, output_dir: Path, work_dir: Path | None) -> None:
@@ -175,7 +135,7 @@ def collect_t1w(
         items = []
         for bids_file in sorted(files, key=lambda f: f.path):
             path = Path(bids_file.path)
-            items.append(T1wInput(path=path, entities=parse_entities(path)))
+            items.append(T1wInput(path=path, entities=t1w_entities(path)))
         found[subject] = items
     return found
 
@@ -229,7 +189,7 @@ def _wmh_entities(name: str) -> dict[str, str] | None:
     match = _WMH_NAME.match(name)
     if not match:
         return None
-    pairs = dict(chunk.partition("-")[::2] for chunk in match.group(1).split("_"))
+    pairs = prefix_entities(match.group(1))
     if pairs.get("desc", "").upper() != "WMH" and pairs.get("label", "").upper() != "WMH":
         return None
     return pairs

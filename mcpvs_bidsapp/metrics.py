@@ -29,10 +29,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-#: region labels of ``desc-regions_dseg`` (docs/outputs.md)
-REGION_LABELS: dict[str, int] = {"BG": 1, "WM": 2}
+from mcpvs_bidsapp.outputs import spec
 
-_STRUCT26 = np.ones((3, 3, 3), dtype=bool)
+#: region codes of the regions image, by name
+REGION_LABELS: dict[str, int] = {r.label: int(r) for r in spec.PVS_REGIONS}
+
+_STRUCT26 = spec.CONNECTIVITY_26
 
 
 def _as_bool(a: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from mcpvs_bidsapp.interfaces.derivatives import WriteDerivatives
-from mcpvs_bidsapp.interfaces.measures import cluster_census, region_measures
+from mcpvs_bidsapp.measures import cluster_census, region_measures
 from mcpvs_bidsapp.synthetic.datasets import make_small_bids
 
 RUN_ID = "20261125-120000_abcdef"

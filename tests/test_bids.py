@@ -6,19 +6,15 @@ import shutil
 
 import pytest
 
-from mcpvs_bidsapp.bids import (
-    BIDSError,
-    check_paths,
-    collect_t1w,
-    derivative_prefix,
-    parse_entities,
-)
+from mcpvs_bidsapp.bids import check_paths, collect_t1w
+from mcpvs_bidsapp.errors import BIDSError
+from mcpvs_bidsapp.outputs.read import t1w_entities, t1w_prefix
 
 
 def test_derivative_prefix_keeps_all_entities_in_order():
     name = "sub-01_ses-1_acq-mprage_rec-norm_run-2_T1w.nii.gz"
-    assert derivative_prefix(name) == "sub-01_ses-1_acq-mprage_rec-norm_run-2"
-    assert parse_entities(name) == {
+    assert t1w_prefix(name) == "sub-01_ses-1_acq-mprage_rec-norm_run-2"
+    assert t1w_entities(name) == {
         "subject": "01",
         "session": "1",
         "acquisition": "mprage",
@@ -29,7 +25,7 @@ def test_derivative_prefix_keeps_all_entities_in_order():
 
 def test_derivative_prefix_refuses_non_bids_names():
     with pytest.raises(BIDSError, match="brain.nii.gz: not a BIDS T1w file name"):
-        derivative_prefix("brain.nii.gz")
+        t1w_prefix("brain.nii.gz")
 
 
 @pytest.mark.parametrize(

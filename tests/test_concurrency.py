@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from mcpvs_bidsapp.bids import dataset_description
-from mcpvs_bidsapp.interfaces.derivatives import REGION_TABLE, write_region_table
-from mcpvs_bidsapp.io import write_if_absent_json, write_json
+from mcpvs_bidsapp.outputs.spec import REGION_TABLE
+from mcpvs_bidsapp.outputs.write import write_if_absent_json, write_json, write_region_table
 
 N_WRITERS = 16
 N_ROUNDS = 10

@@ -12,18 +12,16 @@ import pandas as pd
 import pytest
 
 from mcpvs_bidsapp.config import Settings
-from mcpvs_bidsapp.group.collect import GroupError, SidecarIndex, collect, normalise_vendor
+from mcpvs_bidsapp.errors import GroupError, McpvsError
+from mcpvs_bidsapp.group.collect import collect, normalise_vendor
 from mcpvs_bidsapp.group.run import parse_visual_columns, run_group
+from mcpvs_bidsapp.outputs.read import SidecarIndex
 from mcpvs_bidsapp.synthetic.cohort import write_cohort
 
 
 def _settings(root: Path, **kwargs) -> Settings:
-    return Settings(
-        bids_dir=root / "bids",
-        output_dir=root / "out",
-        analysis_level="group",
-        work_dir=root / "work",
-        **kwargs,
+    return Settings.from_options(
+        root / "bids", root / "out", "group", work_dir=root / "work", **kwargs
     )
 
 
@@ -337,7 +335,7 @@ def test_broken_measures_file_names_the_file(tmp_path):
     write_cohort(tmp_path / "out", tmp_path / "bids", n=2, seed=1)
     tsv = tmp_path / "out" / "sub-00001" / "anat" / "sub-00001_desc-pvs_measures.tsv"
     tsv.write_text("region\tfoo\nBG\t1\n")
-    with pytest.raises(GroupError, match="sub-00001_desc-pvs_measures.tsv: missing column"):
+    with pytest.raises(McpvsError, match="sub-00001_desc-pvs_measures.tsv: missing column"):
         collect(tmp_path / "out", tmp_path / "bids")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mcpvs_bidsapp.io import atomic_path, stage, write_json
+from mcpvs_bidsapp.outputs.write import atomic_path, stage, write_json
 
 
 def test_failed_write_leaves_nothing(tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mcpvs_bidsapp.interfaces.measures import MEASURE_COLUMNS, cluster_census, region_measures
+from mcpvs_bidsapp.measures import cluster_census, region_measures
+from mcpvs_bidsapp.outputs.spec import MEASURE_COLUMNS
 
 
 def _known_phantom():
@@ -141,7 +142,7 @@ def test_interface_writes_tables_with_wmh_overlap(tmp_path):
     ).run(cwd=str(tmp_path))  # fmt: skip
     table = pd.read_csv(result.outputs.out_measures, sep="\t", keep_default_na=False)
     rows = table.set_index("region")
-    assert list(table.columns) == MEASURE_COLUMNS
+    assert list(table.columns) == list(MEASURE_COLUMNS)
     assert np.isclose(float(rows.loc["WM", "wmh_overlap_pct"]), 100 * 10 / 60, rtol=1e-5)
     assert float(rows.loc["BG", "wmh_overlap_pct"]) == 0.0
     census = pd.read_csv(result.outputs.out_clusters, sep="\t")

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from mcpvs_bidsapp.errors import InputImageError
 from mcpvs_bidsapp.interfaces.brain import deepbet_mask
 from mcpvs_bidsapp.interfaces.fcm import fcm_normalize
 from mcpvs_bidsapp.interfaces.n4 import n4_masked
-from mcpvs_bidsapp.interfaces.validation import InputImageError, ValidateT1w
+from mcpvs_bidsapp.interfaces.validation import ValidateT1w
 from mcpvs_bidsapp.synthetic.datasets import resample_head
 from mcpvs_bidsapp.workflows.preproc import init_preproc_wf
 
@@ -139,7 +140,7 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, shape, fill, message):
         data *= rng.normal(100, 10, shape).astype(np.float32)
     path = tmp_path / "sub-01_T1w.nii.gz"
     nb.Nifti1Image(data, np.eye(4)).to_filename(path)
-    wf = init_preproc_wf(regions="fast", omp_nthreads=1)
+    wf = init_preproc_wf(regions="fast", n4_mask="brain", omp_nthreads=1)
     validate = wf.get_node("validate").interface
     assert isinstance(validate, ValidateT1w)
     validate.inputs.in_file = str(path)
@@ -158,23 +159,33 @@ def test_bad_inputs_fail_with_one_clear_line(tmp_path, shape, fill, message):
         ("brain", "nnunet", False),
     ],
 )
-def test_n4_mask_follows_the_method_unless_chosen(tmp_path, requested, method, whole_image):
-    from mcpvs_bidsapp.bids import T1wInput, parse_entities
+def test_n4_mask_follows_the_method_unless_chosen(
+    tmp_path, monkeypatch, requested, method, whole_image
+):
+    from mcpvs_bidsapp import methods
+    from mcpvs_bidsapp.bids import T1wInput
     from mcpvs_bidsapp.cli.parser import build_parser
     from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.outputs.read import t1w_entities
     from mcpvs_bidsapp.workflows.base import init_t1w_wf
 
     assert build_parser().get_default("n4_mask") == "auto"
     path = tmp_path / "sub-01_T1w.nii.gz"
     nb.Nifti1Image(np.ones((8, 8, 8), np.float32), np.eye(4)).to_filename(path)  # built only
-    settings = Settings(tmp_path, tmp_path / "out", "participant", n4_mask=requested)
-    options = {"model_name": "m", "model_store": str(tmp_path)} if method == "nnunet" else None
-    wf = init_t1w_wf(
-        settings,
-        T1wInput(path=path, entities=parse_entities(path)),
-        method=method,
-        nnunet_options=options,
+    # the model check is tested with real models (test_models.py); here only the N4 choice
+    nnunet = methods.segmenter("nnunet")
+    monkeypatch.setattr(
+        type(nnunet), "resolve", lambda self, s: {"model_name": "m", "model_store": str(tmp_path)}
     )
-    assert wf.get_node("preproc_wf.n4").interface.inputs.whole_image is whole_image
+    settings = Settings.from_options(
+        tmp_path, tmp_path / "out", "participant", n4_mask=requested, method=method
+    )
+    plan = settings.resolve()
+    assert plan.method == method and plan.n4_mask.value == (
+        "whole-image" if whole_image else "brain"
+    )
+    wf = init_t1w_wf(plan, T1wInput(path=path, entities=t1w_entities(path)))
+    n4_mask = wf.get_node("preproc_wf.n4").interface.inputs.n4_mask
+    assert n4_mask == ("whole-image" if whole_image else "brain")
     with pytest.raises(ValueError, match="n4_mask"):
         init_preproc_wf(regions="fast", n4_mask="auto")

@@ -10,9 +10,9 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from mcpvs_bidsapp.interfaces.samseg import (
+from mcpvs_bidsapp.errors import McpvsError, SamsegError
+from mcpvs_bidsapp.methods.regions.samseg import (
     BG_LABELS,
-    SamsegError,
     labels_to_regions,
     looks_skull_stripped,
     read_sbtiv,
@@ -94,11 +94,11 @@ def test_skull_stripped_inputs_are_flagged(shared_data, name, stripped):
 
 
 def test_regions_wf_builds_both_methods_and_refuses_others():
-    for method in ("samseg", "fast"):
-        wf = init_regions_wf(method=method, omp_nthreads=2)
-        assert wf.get_node("outputnode").inputs.regions_method == method
-    with pytest.raises(ValueError, match="unknown regions method"):
-        init_regions_wf(method="aseg")
+    for scheme in ("samseg", "fast"):
+        wf = init_regions_wf(scheme=scheme, omp_nthreads=2)
+        assert wf.get_node("outputnode").inputs.regions_method == scheme
+    with pytest.raises(McpvsError, match="unknown regions method"):
+        init_regions_wf(scheme="aseg")
 
 
 # ---------------------------------------------------------------- anatomy helpers
@@ -142,7 +142,7 @@ def check_regions_anatomy(img: nb.Nifti1Image, brain: np.ndarray, dseg: np.ndarr
 
 @pytest.mark.slow
 def test_atlas_priors_from_samseg_mesh(tmp_path_factory):
-    from mcpvs_bidsapp.interfaces.regions_fast import atlas_priors, samseg_atlas_dir
+    from mcpvs_bidsapp.methods.regions.atlas import atlas_priors, samseg_atlas_dir
 
     path = atlas_priors(tmp_path_factory.mktemp("cache"))
     img = nb.load(str(path))
@@ -162,7 +162,7 @@ def test_atlas_priors_from_samseg_mesh(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fast_regions(philips_t1w, tmp_path_factory):
     """Fast path on the raw Philips head at 1 mm (native grid), run once for the module."""
-    wf = init_regions_wf(method="fast", omp_nthreads=2)
+    wf = init_regions_wf(scheme="fast", omp_nthreads=2)
     wf.base_dir = str(tmp_path_factory.mktemp("fast_wf"))
     wf.inputs.inputnode.t1w = str(philips_t1w)
     res = wf.run()
@@ -202,7 +202,7 @@ def test_fast_regions_follow_an_oblique_reoriented_input(philips_t1w, tmp_path):
     affine2 = rot @ img.affine @ flip @ swap
     path2 = tmp_path / "oblique.nii.gz"
     nb.Nifti1Image(data2, affine2).to_filename(path2)
-    wf = init_regions_wf(method="fast", omp_nthreads=2)
+    wf = init_regions_wf(scheme="fast", omp_nthreads=2)
     wf.base_dir = str(tmp_path / "wf")
     wf.inputs.inputnode.t1w = str(path2)
     res = wf.run()
@@ -221,7 +221,7 @@ def test_fast_regions_follow_an_oblique_reoriented_input(philips_t1w, tmp_path):
 def test_samseg_regions_and_icv_on_a_real_head(philips_t1w, tmp_path):
     """The one Samseg run of the suite: 2 mm Philips head, fast profile, 2 threads."""
     src = resample_head(philips_t1w, tmp_path / "philips_2mm.nii.gz", 2.0)
-    wf = init_regions_wf(method="samseg", omp_nthreads=2)
+    wf = init_regions_wf(scheme="samseg", omp_nthreads=2)
     wf.base_dir = str(tmp_path / "wf")
     wf.inputs.inputnode.t1w = str(src)
     res = wf.run()

@@ -221,16 +221,16 @@ def test_nnunet_provenance_is_shown(tmp_path):
 
 def test_boilerplate_says_which_brain_mask_and_n4_ran():
     """Samseg's mask and the authors' whole-image N4 with a model; deepbet and -x otherwise."""
-    from mcpvs_bidsapp.reports.participant import N4_DESCRIPTIONS
+    from mcpvs_bidsapp.outputs.provenance import N4Mask
 
     model = " ".join(methods_boilerplate({
-        "Method": "nnunet", "Regions": "samseg", "N4": N4_DESCRIPTIONS["whole-image"],
-    })["paragraphs"])  # fmt: skip
+        "Method": "nnunet", "Regions": "samseg", "N4": N4Mask.WHOLE_IMAGE.description,
+    }, n4_mask=N4Mask.WHOLE_IMAGE)["paragraphs"])  # fmt: skip
     assert "brain-extracted with Samseg (Puonti et al., 2016)" in model
     assert "with the whole field of view as its mask" in model and "deepbet" not in model
     builtin = " ".join(methods_boilerplate({
-        "Method": "vesselness", "Regions": "fast", "N4": N4_DESCRIPTIONS["brain"],
-    })["paragraphs"])  # fmt: skip
+        "Method": "vesselness", "Regions": "fast", "N4": N4Mask.BRAIN.description,
+    }, n4_mask=N4Mask.BRAIN)["paragraphs"])  # fmt: skip
     assert "brain-extracted with deepbet" in builtin and "N4 (Tustison" in builtin
     assert "within the brain mask" in builtin and "whole field of view" not in builtin
 

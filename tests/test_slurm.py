@@ -183,7 +183,7 @@ def test_prepare_nipype_slurm_maps_n_procs_and_mem_gb():
     from nipype.interfaces.utility import IdentityInterface
     from nipype.pipeline import engine as pe
 
-    from mcpvs_bidsapp.cli.slurm import prepare_nipype_slurm
+    from mcpvs_bidsapp.engine.slurm import prepare_nipype_slurm
 
     inner = pe.Workflow(name="inner")
     heavy = pe.Node(IdentityInterface(fields=["x"]), name="heavy", n_procs=2, mem_gb=7.5)
@@ -320,7 +320,7 @@ def test_nipype_slurm_plugin_on_real_slurm(slurm_env, tmp_path, monkeypatch):
     from nipype.interfaces.utility import Function
     from nipype.pipeline import engine as pe
 
-    from mcpvs_bidsapp.cli.slurm import prepare_nipype_slurm
+    from mcpvs_bidsapp.engine.slurm import prepare_nipype_slurm
 
     for key in ("SLURM_CONF", "PYTHONPATH"):
         monkeypatch.setenv(key, slurm_env[key])
@@ -359,7 +359,7 @@ def test_nipype_slurmgraph_plugin_waits_and_cancels_orphans(slurm_env, tmp_path,
     from nipype.interfaces.utility import Function
     from nipype.pipeline import engine as pe
 
-    from mcpvs_bidsapp.cli.slurm import prepare_nipype_slurm, wait_for_graph_jobs
+    from mcpvs_bidsapp.engine.slurm import prepare_nipype_slurm, wait_for_graph_jobs
 
     for key in ("SLURM_CONF", "PYTHONPATH"):
         monkeypatch.setenv(key, slurm_env[key])

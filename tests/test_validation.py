@@ -8,7 +8,8 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from mcpvs_bidsapp.interfaces.validation import InputImageError, load_t1w
+from mcpvs_bidsapp.errors import InputImageError
+from mcpvs_bidsapp.validation import load_t1w
 
 
 def _save(path, data, zooms=(1.0, 1.0, 1.0)):

@@ -8,7 +8,9 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from mcpvs_bidsapp.bids import BIDSError, T1wInput, collect_wmh, find_wmh_mask, parse_entities
+from mcpvs_bidsapp.bids import T1wInput, collect_wmh, find_wmh_mask
+from mcpvs_bidsapp.errors import BIDSError
+from mcpvs_bidsapp.outputs.read import t1w_entities
 
 
 def _img(path: Path, shape=(8, 9, 10), affine=None) -> Path:
@@ -21,7 +23,7 @@ def _img(path: Path, shape=(8, 9, 10), affine=None) -> Path:
 def _t1w(root: Path, name: str) -> T1wInput:
     parts = [p for p in name.split("_") if p.startswith(("sub-", "ses-"))]
     path = _img(root.joinpath(*parts, "anat", name))
-    return T1wInput(path=path, entities=parse_entities(path))
+    return T1wInput(path=path, entities=t1w_entities(path))
 
 
 def test_matches_by_subject_session_and_run(tmp_path):

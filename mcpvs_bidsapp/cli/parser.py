@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from mcpvs_bidsapp import __version__
+from mcpvs_bidsapp import __version__, methods
 from mcpvs_bidsapp.config import DEFAULT_MODEL_NAME, Settings, default_model_store
 
 DESCRIPTION = f"""\
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     g_wf = parser.add_argument_group("processing")
     g_wf.add_argument(
         "--regions",
-        choices=["samseg", "fast"],
+        choices=methods.region_scheme_names(),
         default="samseg",
         help="BG/WM regions and ICV: FreeSurfer Samseg as in the paper (~10 min) or a fast "
         "atlas-registration path (~2 min; see docs/methods.md for its agreement with Samseg)",
@@ -174,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g_wf.add_argument(
         "--method",
-        choices=["auto", "nnunet", "vesselness"],
+        choices=["auto", *methods.segmenter_names()],
         default="auto",
-        help="PVS segmentation: an installed nnU-Net model, the built-in weight-free vesselness "
-        "method, or auto (the model when it is installed, else vesselness; logged and recorded)",
+        help="PVS segmentation: "
+        + "; ".join(f"{n}: {methods.segmenter(n).summary}" for n in methods.segmenter_names())
+        + "; auto: the model when it is installed, else the built-in method (logged and "
+        "recorded)",
     )
     g_wf.add_argument(
         "--model", default=DEFAULT_MODEL_NAME, help="name of the installed nnU-Net model to use"
@@ -293,4 +295,6 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         values["omp_nthreads"] = min(values["nprocs"], 8)
     if values["model_store"] is None:
         values["model_store"] = default_model_store()
-    return Settings(**values)
+    return Settings.from_options(
+        values.pop("bids_dir"), values.pop("output_dir"), values.pop("analysis_level"), **values
+    )

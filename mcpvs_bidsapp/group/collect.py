@@ -1,15 +1,14 @@
 """Gather participant-level derivatives into one cohort table.
 
 Reads only what docs/outputs.md promises (measures TSV + JSON, the PVS mask sidecar, the
-status files) plus, from bids_dir, participants.tsv and the T1w JSON sidecars (for the
-scanner). Plain ``os.scandir``/``csv``/``json`` rather than PyBIDS: indexing a cohort of
-thousands with PyBIDS takes minutes, and the file names here are fixed by our own contract.
+status files; names from :mod:`mcpvs_bidsapp.outputs.spec`, read with
+:mod:`mcpvs_bidsapp.outputs.read`) plus, from bids_dir, participants.tsv and the T1w JSON
+sidecars (for the scanner).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import re
@@ -18,28 +17,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from mcpvs_bidsapp.interfaces.n4 import n4_variant
-
-REGIONS = ("BG", "WM", "whole_brain")
-#: measures.tsv columns copied into the wide table as ``<region>_<column>``
-MEASURE_COLUMNS = (
-    "pvs_volume_mm3",
-    "pvs_count",
-    "mean_cluster_volume_mm3",
-    "region_volume_mm3",
-    "pvsnm",
-    "wmh_overlap_pct",
+from mcpvs_bidsapp.errors import GroupError
+from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.provenance import Key, n4_label
+from mcpvs_bidsapp.outputs.read import (
+    SidecarIndex,
+    prefix_entities,
+    read_json,
+    read_measures,
+    source_prefix,
+    status_files,
 )
-#: BIDS entity order for the ``<prefix>`` of a T1w (subset of the BIDS anat entities)
-ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "run", "echo", "part", "chunk")
-ENTITY_NAMES = {"sub": "participant_id", "ses": "session", "acq": "acquisition", "run": "run"}
-MEASURES_SUFFIX = "_desc-pvs_measures.tsv"
-MASK_SUFFIX = "_space-T1w_desc-pvs_mask.nii.gz"
-#: what must be equal for PVS volumes to be comparable: the method, the exact model, how the
-#: regions were made, and the N4 variant (the model sees different intensities after each)
-METHOD_COLUMNS = ("method", "model_name", "model_checksum", "regions_method", "n4_mask")
-PREPROC_SUFFIX = "_desc-preproc_T1w.json"
-NA_STRINGS = {"", "n/a", "na", "nan", "none", "null"}
+
+MEASURES_SUFFIX = spec.MEASURES.suffix
 
 _VENDORS = (
     ("siemens", "Siemens"),
@@ -55,10 +45,6 @@ _VENDORS = (
 )
 
 
-class GroupError(Exception):
-    """A problem with the inputs of the group level; its message is one line for the user."""
-
-
 @dataclass
 class Collection:
     """What :func:`collect` found."""
@@ -68,121 +54,19 @@ class Collection:
     warnings: list[str] = field(default_factory=list)
 
 
-def parse_entities(prefix: str) -> dict[str, str]:
-    """``sub-01_ses-1_run-2`` -> ``{"sub": "01", "ses": "1", "run": "2"}``."""
-    entities = {}
-    for part in prefix.split("_"):
-        key, sep, value = part.partition("-")
-        if sep and value:
-            entities[key] = value
-    return entities
-
-
 def normalise_vendor(manufacturer: object) -> str | None:
     """Map the many spellings of ``Manufacturer`` ("SIEMENS", "GE MEDICAL SYSTEMS", ...)
     onto one name per vendor, so vendor groups are not split by spelling."""
     if manufacturer is None or (isinstance(manufacturer, float) and math.isnan(manufacturer)):
         return None
     text = str(manufacturer).strip()
-    if text.lower() in NA_STRINGS:
+    if text.lower() in spec.NA_STRINGS:
         return None
     low = text.lower() + " "
     for key, name in _VENDORS:
         if low.startswith(key) or key in low:
             return name
     return text
-
-
-def _to_number(value: str) -> float:
-    value = value.strip()
-    if value.lower() in NA_STRINGS:
-        return math.nan
-    return float(value)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise GroupError(f"{path}: cannot be read ({err})") from err
-    except json.JSONDecodeError as err:
-        raise GroupError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
-    if not isinstance(data, dict):
-        raise GroupError(f"{path}: a JSON object is expected")
-    return data
-
-
-def read_measures(path: Path) -> dict[str, float]:
-    """One measures TSV as a flat ``{<region>_<column>: value, "icv_mm3": value}`` dict."""
-    row: dict[str, float] = {}
-    try:
-        with open(path, newline="") as fobj:
-            reader = csv.DictReader(fobj, delimiter="\t")
-            missing = {"region", "pvs_volume_mm3", "icv_mm3", "pvsnm"} - set(
-                reader.fieldnames or []
-            )
-            if missing:
-                raise GroupError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-            for rec in reader:
-                region = rec["region"].strip()
-                key = region.lower() if region in ("BG", "WM") else region
-                for col in MEASURE_COLUMNS:
-                    if col in rec and rec[col] is not None:
-                        row[f"{key}_{col}"] = _to_number(rec[col])
-                if rec.get("icv_mm3") is not None and "icv_mm3" not in row:
-                    row["icv_mm3"] = _to_number(rec["icv_mm3"])
-    except ValueError as err:
-        raise GroupError(f"{path}: a value is not a number ({err})") from err
-    except OSError as err:
-        raise GroupError(f"{path}: cannot be read ({err})") from err
-    return row
-
-
-class SidecarIndex:
-    """T1w JSON sidecars of bids_dir with the BIDS inheritance principle.
-
-    Every ``*T1w.json`` on the path from the dataset root down to the image's folder whose
-    entities are a subset of the image's applies, the deeper (more specific) one winning.
-    Folder listings are cached: a cohort of thousands shares the top-level files.
-    """
-
-    def __init__(self, bids_dir: Path | None):
-        self.bids_dir = bids_dir
-        self._listing: dict[Path, list[tuple[dict, Path]]] = {}
-
-    def _candidates(self, folder: Path) -> list[tuple[dict, Path]]:
-        if folder not in self._listing:
-            found = []
-            try:
-                with os.scandir(folder) as it:
-                    for entry in it:
-                        if entry.name.endswith("T1w.json") and entry.is_file():
-                            stem = entry.name[: -len("T1w.json")].rstrip("_")
-                            found.append((parse_entities(stem), Path(entry.path)))
-            except OSError:
-                pass
-            # fewer entities first: more general files are overridden by specific ones
-            found.sort(key=lambda item: len(item[0]))
-            self._listing[folder] = found
-        return self._listing[folder]
-
-    def metadata(self, entities: dict[str, str]) -> dict:
-        """Merged sidecar for the T1w with these entities ({} without a bids_dir)."""
-        if self.bids_dir is None or "sub" not in entities:
-            return {}
-        folders = [self.bids_dir, self.bids_dir / f"sub-{entities['sub']}"]
-        if "ses" in entities:
-            folders.append(folders[-1] / f"ses-{entities['ses']}")
-        folders.append(folders[-1] / "anat")
-        merged: dict = {}
-        for folder in folders:
-            for ents, path in self._candidates(folder):
-                if all(entities.get(k) == v for k, v in ents.items()):
-                    try:
-                        merged.update(_read_json(path))
-                    except GroupError:
-                        continue  # a broken sidecar only loses the scanner columns
-        return merged
 
 
 def read_participants(bids_dir: Path | None) -> pd.DataFrame | None:
@@ -209,7 +93,7 @@ def read_participants(bids_dir: Path | None) -> pd.DataFrame | None:
 
 
 def _iter_measures(output_dir: Path, participants: list[str], sessions: list[str]):
-    """Yield every ``*_desc-pvs_measures.tsv`` under ``sub-*/[ses-*/]anat``."""
+    """Yield every measures table (``spec.MEASURES``) under ``sub-*/[ses-*/]anat``."""
     with os.scandir(output_dir) as it:
         subjects = sorted(e.name for e in it if e.name.startswith("sub-") and e.is_dir())
     for sub in subjects:
@@ -243,17 +127,9 @@ def _status_runs(output_dir: Path, participants: list[str]) -> dict[str, dict]:
     for sub in subjects:
         if participants and sub[4:] not in participants:
             continue
-        logdir = output_dir / sub / "log"
-        try:
-            with os.scandir(logdir) as it:
-                run_ids = sorted(e.name for e in it if e.is_dir())
-        except OSError:
-            continue
-        for run_id in run_ids:  # sortable ids: later ones overwrite earlier ones
-            path = logdir / run_id / "mcpvs_status.json"
-            if not path.is_file():
-                continue
-            status = _read_json(path)
+        for path in status_files(output_dir, sub[4:]):  # later ones overwrite earlier ones
+            run_id = path.parent.name
+            status = read_json(path)
             for run in status.get("runs", []) or []:
                 # a participant-level error (e.g. no usable T1w at all) has no source
                 source = run.get("source") or f"{sub} (participant)"
@@ -271,28 +147,26 @@ def _status_runs(output_dir: Path, participants: list[str]) -> dict[str, dict]:
 
 def _method_info(measures_json: dict, mask_json: dict, preproc_json: dict) -> dict:
     """Method / model provenance, from the measures sidecar, else the mask sidecar (the N4
-    variant, else the desc-preproc_T1w sidecar)."""
-    model = mask_json.get("Model") or {}
-    method = measures_json.get("Method") or mask_json.get("Method")
-    name = measures_json.get("ModelName") or model.get("Name")
-    checksum = measures_json.get("ModelChecksum") or model.get("Checksum")
-    versions = mask_json.get("SoftwareVersions") or measures_json.get("SoftwareVersions") or {}
+    variant, else the preprocessed T1w's sidecar)."""
+    model = mask_json.get(Key.MODEL) or {}
+    method = measures_json.get(Key.METHOD) or mask_json.get(Key.METHOD)
+    name = measures_json.get(Key.MODEL_NAME) or model.get("Name")
+    checksum = measures_json.get(Key.MODEL_CHECKSUM) or model.get("Checksum")
+    versions = (
+        mask_json.get(Key.SOFTWARE_VERSIONS) or measures_json.get(Key.SOFTWARE_VERSIONS) or {}
+    )
     return {
         "method": method if method else "n/a",
         "model_name": name if name else "n/a",
         "model_checksum": checksum if checksum else "n/a",
-        "regions_method": measures_json.get("RegionsMethod")
-        or mask_json.get("RegionsMethod")
+        "regions_method": measures_json.get(Key.REGIONS_METHOD)
+        or mask_json.get(Key.REGIONS_METHOD)
         or "n/a",
-        "n4_mask": measures_json.get("N4Mask") or n4_variant(preproc_json.get("N4") or {}),
-        "icv_source": measures_json.get("IcvSource", "n/a"),
+        "n4_mask": measures_json.get(Key.N4_MASK)
+        or n4_label(preproc_json.get(Key.N4, {}).get(Key.N4_MASK)),
+        "icv_source": measures_json.get(Key.ICV_SOURCE, "n/a"),
         "mcpvs_version": versions.get("mcpvs", "n/a"),
     }
-
-
-def source_prefix(source: str) -> str:
-    """``sub-01/anat/sub-01_run-2_T1w.nii.gz`` -> ``sub-01_run-2`` (the outputs' prefix)."""
-    return re.sub(r"_T1w\.nii(\.gz)?$", "", Path(source).name)
 
 
 def collect(
@@ -316,16 +190,16 @@ def collect(
     rows = []
     for path in _iter_measures(output_dir, participants, sessions):
         prefix = path.name[: -len(MEASURES_SUFFIX)]
-        entities = parse_entities(prefix)
+        entities = prefix_entities(prefix)
         if "sub" not in entities:
             warnings.append(f"{path}: no sub- entity in the file name; skipped")
             continue
         json_path = path.with_suffix(".json")
-        measures_json = _read_json(json_path) if json_path.is_file() else {}
+        measures_json = read_json(json_path) if json_path.is_file() else {}
         if not measures_json:
             warnings.append(f"{json_path}: missing; method read from the PVS mask sidecar")
-        mask_json_path = path.parent / (prefix + MASK_SUFFIX.replace(".nii.gz", ".json"))
-        mask_json = _read_json(mask_json_path) if mask_json_path.is_file() else {}
+        mask_json_path = path.parent / (prefix + spec.PVS_MASK.sidecar_suffix)
+        mask_json = read_json(mask_json_path) if mask_json_path.is_file() else {}
         if not measures_json and not mask_json:
             raise GroupError(
                 f"{path}: neither its .json nor {mask_json_path.name} exists, so the method "
@@ -341,10 +215,10 @@ def collect(
         row.update(read_measures(path))
         # only outputs older than the measures sidecar's N4Mask need the preproc sidecar: one
         # file fewer to open per T1w on a large cohort
-        preproc_json_path = path.parent / (prefix + PREPROC_SUFFIX)
+        preproc_json_path = path.parent / (prefix + spec.PREPROC_T1W.sidecar_suffix)
         preproc_json = (
-            _read_json(preproc_json_path)
-            if "N4Mask" not in measures_json and preproc_json_path.is_file()
+            read_json(preproc_json_path)
+            if Key.N4_MASK not in measures_json and preproc_json_path.is_file()
             else {}
         )
         row.update(_method_info(measures_json, mask_json, preproc_json))
@@ -371,7 +245,7 @@ def collect(
         if ok and has_outputs:
             continue
         if ok:
-            reason = "status says success but no desc-pvs_measures.tsv was found"
+            reason = f"status says success but no *{MEASURES_SUFFIX} was found"
         else:
             reason = str(status["error"] or "failed (no error message recorded)")
             if has_outputs:
@@ -456,7 +330,11 @@ def _merge_sessions(table: pd.DataFrame, bids_dir: Path | None, warnings: list[s
     if sessions.duplicated(["participant_id", "session"]).any():
         warnings.append("a sessions.tsv lists a session twice; the first row is used")
         sessions = sessions.drop_duplicates(["participant_id", "session"])
-    ours = [c for c in sessions.columns[2:] if c in METHOD_COLUMNS or c in MEASURE_COLUMNS]
+    ours = [
+        c
+        for c in sessions.columns[2:]
+        if c in spec.METHOD_COLUMNS or c in spec.GROUP_MEASURE_COLUMNS
+    ]
     sessions = sessions.rename(columns={c: f"sessions_{c}" for c in ours})
     merged = table.merge(
         sessions, on=["participant_id", "session"], how="left", suffixes=("", "__session")
@@ -470,7 +348,7 @@ def _merge_sessions(table: pd.DataFrame, bids_dir: Path | None, warnings: list[s
 
 def method_groups(table: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     """Split the table by (method, model name, model checksum, regions method, N4 variant)."""
-    keys = list(METHOD_COLUMNS)
+    keys = list(spec.METHOD_COLUMNS)
     return {key: sub for key, sub in table.groupby(keys, sort=True, dropna=False)}
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from mcpvs_bidsapp import metrics
-from mcpvs_bidsapp.group.collect import MASK_SUFFIX, parse_entities
+from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.read import prefix_entities
 
 
 def overlap(pred: np.ndarray, truth: np.ndarray) -> dict:
@@ -44,7 +45,7 @@ def find_manual_masks(manual_dir: Path) -> dict[str, Path]:
             if not name.endswith(("_mask.nii.gz", "_mask.nii")):
                 continue
             stem = name.split("_mask.nii")[0]
-            ents = parse_entities(stem)
+            ents = prefix_entities(stem)
             if ents.get("desc") != "manual" and ents.get("label", "").upper() != "PVS":
                 continue
             keep = [p for p in stem.split("_") if p.split("-")[0] not in ("space", "desc", "label")]
@@ -60,7 +61,9 @@ def manual_metrics(table: pd.DataFrame, output_dir: Path, manual_dir: Path) -> p
         manual = masks.get(rec.prefix)
         if manual is None:
             continue
-        pred_path = output_dir / Path(rec.measures_file).parent / (rec.prefix + MASK_SUFFIX)
+        pred_path = (
+            output_dir / Path(rec.measures_file).parent / (rec.prefix + spec.PVS_MASK.suffix)
+        )
         row = {
             "participant_id": rec.participant_id,
             "session": rec.session,

@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 
 from mcpvs_bidsapp import __version__
+from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.write import write_text
 
-FIG_DIR = "group_figures"
+FIG_DIR = spec.GROUP_FIGURES_DIR
 CSS = """
 body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;margin-top:2em}
@@ -229,7 +231,8 @@ def write_report(dest: Path, output_dir: Path, results: dict, settings) -> Path:
         parts.append("<h2>PVS volume and visual scores (paper Fig. 2)</h2><h3>Spearman</h3>")
         parts.append(_table(results["spearman"]))
         parts.append(
-            f"<h3>One-way ANOVA (groups &lt; {settings.min_group_size} participants excluded)</h3>"
+            f"<h3>One-way ANOVA (groups &lt; {settings.group.min_group_size} participants "
+            "excluded)</h3>"
         )
         parts.append(
             _table(
@@ -319,8 +322,6 @@ def write_report(dest: Path, output_dir: Path, results: dict, settings) -> Path:
         parts.append(_table(failures, ["participant_id", "session", "source", "error"]))
     parts.append("</body></html>\n")
 
-    from mcpvs_bidsapp.group.run import write_text
-
-    path = dest / "group.html"
+    path = dest / spec.GROUP_REPORT
     write_text(path, "\n".join(parts))
     return path

@@ -4,220 +4,50 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mcpvs_bidsapp.errors import GroupError, McpvsError
 from mcpvs_bidsapp.group import stats
-from mcpvs_bidsapp.group.collect import (
-    REGIONS,
-    Collection,
-    GroupError,
-    collect,
-    method_groups,
-    method_label,
-)
+from mcpvs_bidsapp.group.collect import Collection, collect, method_groups, method_label
+from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.write import tsv_text, write_text
 
 LOGGER = logging.getLogger("mcpvs.group")
-REGION_KEYS = {"BG": "bg", "WM": "wm", "whole_brain": "whole_brain"}
-
-COLUMN_DOCS = {
-    "group_pvs": {
-        "participant_id": "sub-<label>",
-        "session": "ses-<label> value, n/a without sessions",
-        "acquisition": "acq-<label> value or n/a",
-        "run": "run-<index> value or n/a",
-        "prefix": "entities of the input T1w (file-name prefix of its outputs)",
-        "<region>_pvs_volume_mm3": "PVS volume in the region (bg, wm, whole_brain), mm^3",
-        "<region>_pvs_count": "PVS clusters whose centroid lies in the region",
-        "<region>_mean_cluster_volume_mm3": "pvs_volume_mm3 / pvs_count",
-        "<region>_region_volume_mm3": "volume of the region itself, mm^3",
-        "<region>_pvsnm": "1e6 x PVS volume / ICV (the paper's PVSnm)",
-        "<region>_wmh_overlap_pct": "% of PVS voxels inside the WMH mask",
-        "icv_mm3": "intracranial volume, mm^3",
-        "method": "PVS segmentation method (nnunet or vesselness)",
-        "model_name": "nnU-Net model name (n/a for vesselness)",
-        "model_checksum": "checksum of the installed model (n/a for vesselness)",
-        "regions_method": "how the BG/WM regions were made (samseg or fast)",
-        "n4_mask": "N4 variant: whole-image (the authors' call) or brain (-x brain mask)",
-        "icv_source": "where icv_mm3 comes from",
-        "mcpvs_version": "mcpvs version that made the PVS mask",
-        "manufacturer": "Manufacturer from the T1w JSON sidecar (BIDS inheritance applied)",
-        "manufacturers_model_name": "ManufacturersModelName from the T1w sidecar",
-        "magnetic_field_strength": "MagneticFieldStrength (T) from the T1w sidecar",
-        "measures_file": "the desc-pvs_measures.tsv this row comes from",
-        "vendor": "scanner vendor used for grouping (normalised Manufacturer, or --vendor-column)",
-        "outlier_regions": "regions whose PVSnm lies outside Tukey's fences (1.5 IQR)",
-        "(other)": "columns of participants.tsv, as they are",
-    },
-    "group_failures": {
-        "participant_id": "sub-<label>",
-        "session": "session of the failed T1w or n/a",
-        "source": "the input T1w, relative to bids_dir",
-        "status": "status recorded by the newest participant-level run of this T1w",
-        "error": "its error message",
-        "run_id": "the participant-level invocation that recorded it",
-        "status_file": "the mcpvs_status.json it was read from",
-    },
-    "group_stats_regression": {
-        "outcome": "dependent variable (bg_pvsnm or wm_pvsnm)",
-        "model": "covariates, or covariates+vendor (scanner vendor dummies added)",
-        "term": "predictor; categorical ones as column[T.level] against a reference level",
-        "beta_std": "standardised beta (OLS on z-scored outcome and predictors)",
-        "beta_std_ci_low": "95 % CI of beta_std, lower bound",
-        "beta_std_ci_high": "95 % CI of beta_std, upper bound",
-        "b": "unstandardised coefficient (PVSnm units per unit of the predictor)",
-        "b_ci_low": "95 % CI of b, lower bound",
-        "b_ci_high": "95 % CI of b, upper bound",
-        "se": "standard error of b",
-        "t": "t statistic",
-        "p": "two-sided p-value",
-        "n": "participants in the model (complete cases)",
-        "r2": "model R^2",
-        "r2_adj": "adjusted R^2",
-        "f": "model F statistic",
-        "f_p": "p-value of the model F test",
-    },
-    "group_stats_visual_spearman": {
-        "region": "BG, WM or whole_brain",
-        "score_column": "participants.tsv column with the visual score",
-        "vendor": "all, or one vendor",
-        "n": "participants with both values",
-        "rho": "Spearman's rank correlation of PVS volume with the score",
-        "ci_low": "95 % CI (Fisher z, Bonett & Wright SE), lower bound",
-        "ci_high": "95 % CI, upper bound",
-        "p": "two-sided p-value (scipy.stats.spearmanr)",
-    },
-    "group_stats_visual_anova": {
-        "region": "BG, WM or whole_brain",
-        "score_column": "visual score column",
-        "vendor": "all, or one vendor",
-        "groups": "score groups analysed (>= --min-group-size participants)",
-        "excluded_groups": "score groups left out as too small, with their sizes",
-        "n": "participants analysed",
-        "k": "number of groups",
-        "f": "one-way ANOVA F",
-        "df1": "numerator degrees of freedom",
-        "df2": "denominator degrees of freedom",
-        "p": "ANOVA p-value",
-        "eta2": "eta squared (between-group / total sum of squares)",
-        "welch_f": "Welch's ANOVA F (unequal variances)",
-        "welch_df2": "Welch denominator degrees of freedom",
-        "welch_p": "Welch's ANOVA p-value",
-    },
-    "group_stats_visual_posthoc": {
-        "region": "BG, WM or whole_brain",
-        "score_column": "visual score column",
-        "vendor": "all, or one vendor",
-        "group1": "first score group",
-        "group2": "second score group",
-        "n1": "size of group1",
-        "n2": "size of group2",
-        "mean1": "mean PVS volume of group1, mm^3",
-        "mean2": "mean PVS volume of group2, mm^3",
-        "diff": "mean2 - mean1",
-        "ci_low": "simultaneous 95 % CI of diff (Dunnett's T3), lower bound",
-        "ci_high": "upper bound",
-        "hedges_g": "standardised mean difference (Hedges' g)",
-        "se": "standard error of diff (unpooled)",
-        "t": "Welch t statistic",
-        "df": "Welch-Satterthwaite degrees of freedom",
-        "p_adj": "Dunnett's T3 p-value (studentized maximum modulus, all pairs)",
-    },
-    "group_stats_icc": {
-        "region": "BG, WM or whole_brain (PVS volume)",
-        "vendor": "all, or one vendor",
-        "type": "ICC1, ICC2 or ICC3 (Shrout & Fleiss 1979)",
-        "description": "model and definition",
-        "icc": "intra-class correlation",
-        "f": "F statistic of the test ICC = 0",
-        "df1": "numerator degrees of freedom",
-        "df2": "denominator degrees of freedom",
-        "p": "p-value",
-        "ci_low": "95 % CI, lower bound",
-        "ci_high": "95 % CI, upper bound",
-        "n_targets": "participants with all sessions used",
-        "n_measurements": "sessions per participant",
-        "sessions": "the session labels used, in order",
-    },
-    "group_stats_manual": {
-        "vendor": "all, or one vendor",
-        "n": "T1w images with a manual mask",
-        "<metric>_mean": "mean Dice / Precision / Recall",
-        "<metric>_sd": "their standard deviation",
-        "volume_r": "Pearson r between manual and PVS-mask volumes",
-        "volume_r_ci_low": "95 % CI, lower bound",
-        "volume_r_ci_high": "upper bound",
-        "volume_r_p": "p-value",
-    },
-    "group_manual_metrics": {
-        "participant_id": "sub-<label>",
-        "session": "session or n/a",
-        "prefix": "entities of the T1w",
-        "vendor": "scanner vendor",
-        "manual_mask": "the manual mask compared",
-        "error": "why this pair could not be compared, else n/a",
-        "dice": "2 TP / (2 TP + FP + FN)",
-        "precision": "TP / (TP + FP)",
-        "recall": "TP / (TP + FN)",
-        "tp_voxels": "voxels in both masks",
-        "fp_voxels": "voxels only in the PVS mask",
-        "fn_voxels": "voxels only in the manual mask",
-        "pvs_volume_mm3": "PVS mask volume, mm^3",
-        "manual_volume_mm3": "manual mask volume, mm^3",
-    },
-}
+REGION_KEYS = spec.GROUP_REGION_KEYS
+REGIONS = spec.MEASURE_REGIONS
 
 
 def write_tsv(frame: pd.DataFrame, path: Path, describe: str | None = None) -> Path:
-    """Write a TSV (``n/a`` for missing) atomically, plus a column-description sidecar."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a group table atomically, plus its column-description sidecar
+    (``spec.GROUP_TABLES[describe]``)."""
     if describe and frame.columns.empty:  # nothing to report: still a header for readers
-        frame = pd.DataFrame(columns=[c for c in COLUMN_DOCS[describe] if "<" not in c])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fobj:
-            frame.to_csv(fobj, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        frame = pd.DataFrame(columns=[c for c in spec.GROUP_TABLES[describe] if "<" not in c])
+    write_text(path, tsv_text(frame))
     if describe:
-        write_text(path.with_suffix(".json"), json.dumps(COLUMN_DOCS[describe], indent=2) + "\n")
+        write_text(
+            path.with_suffix(".json"), json.dumps(spec.GROUP_TABLES[describe], indent=2) + "\n"
+        )
     return path
-
-
-def write_text(path: Path, text: str) -> None:
-    """Atomic text write (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fobj:
-            fobj.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def parse_visual_columns(specs: list[str]) -> list[tuple[str, str]]:
     """``BG=bg_score`` -> (BG, bg_score); a bare column gets its region from a ``bg``/``wm``
     name prefix, else whole_brain."""
     out = []
-    for spec in specs:
-        region, sep, column = spec.partition("=")
+    for item in specs:
+        region, sep, column = item.partition("=")
         if not sep:
-            column = spec
-            low = spec.lower()
+            column = item
+            low = item.lower()
             region = "BG" if low.startswith("bg") else "WM" if low.startswith("wm") else ""
             region = region or "whole_brain"
         canon = {r.lower(): r for r in REGIONS}.get(region.strip().lower())
         if canon is None:
-            raise GroupError(f"--visual-score-columns {spec}: region must be BG, WM or whole_brain")
+            raise GroupError(f"--visual-score-columns {item}: region must be BG, WM or whole_brain")
         out.append((canon, column.strip()))
     return out
 
@@ -277,8 +107,8 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         )
 
     # multiple linear regression (Table 3)
-    if settings.covariates:
-        covariates = _resolve(table, settings.covariates, "--covariates")
+    if settings.group.covariates:
+        covariates = _resolve(table, settings.group.covariates, "--covariates")
         frames = []
         for outcome in ("bg_pvsnm", "wm_pvsnm"):
             models = [("covariates", None)] + ([("covariates+vendor", "vendor")] if vendor else [])
@@ -297,8 +127,8 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         )
 
     # visual scores: Spearman, ANOVA, Dunnett's T3 (section 2.7, Fig. 2)
-    if settings.visual_score_columns:
-        pairs = parse_visual_columns(settings.visual_score_columns)
+    if settings.group.visual_score_columns:
+        pairs = parse_visual_columns(settings.group.visual_score_columns)
         columns = _resolve(table, [c for _, c in pairs], "--visual-score-columns")
         pairs = [(region, col) for (region, _), col in zip(pairs, columns, strict=True)]
         sp_rows, an_rows, ph_frames = [], [], []
@@ -310,7 +140,8 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
                 score = pd.to_numeric(sub[column], errors="coerce")
                 head = {"region": region, "score_column": column, "vendor": v}
                 sp_rows.append(head | stats.spearman(sub[volume], score))
-                kept, dropped = stats.split_groups(sub[volume], score, settings.min_group_size)
+                min_n = settings.group.min_group_size
+                kept, dropped = stats.split_groups(sub[volume], score, min_n)
                 kept = {_label(k): x for k, x in kept.items()}
                 anova = stats.oneway_anova(kept)
                 an_rows.append(
@@ -344,7 +175,7 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
             results["files"][key] = write_tsv(results[key], dest / f"{name}.tsv", name)
 
     # longitudinal consistency (section 2.8)
-    icc_frame = _icc_table(table, settings.min_group_size, notes)
+    icc_frame = _icc_table(table, settings.group.min_group_size, notes)
     if icc_frame is not None:
         results["icc"] = icc_frame
         results["files"]["icc"] = write_tsv(
@@ -352,10 +183,10 @@ def analyse(table: pd.DataFrame, settings, dest: Path, failures: pd.DataFrame) -
         )
 
     # manual masks (section 2.6, Table 2, Fig. 1)
-    if settings.manual_masks:
+    if settings.group.manual_masks:
         from mcpvs_bidsapp.group import manual
 
-        manual_dir = Path(settings.manual_masks)
+        manual_dir = Path(settings.group.manual_masks)
         if not manual_dir.is_dir():
             raise GroupError(f"--manual-masks {manual_dir}: no such folder")
         per_run = manual.manual_metrics(table, settings.output_dir, manual_dir)
@@ -420,7 +251,7 @@ def run_group(settings) -> int:
     """Run the group level; 0 on success, 1 with one clear line on stderr otherwise."""
     try:
         return _run(settings)
-    except GroupError as err:
+    except McpvsError as err:
         print(f"mcpvs group: error: {err}", file=sys.stderr)
         return 1
     except OSError as err:  # e.g. output_dir not writable, disk full
@@ -436,20 +267,20 @@ def _run(settings) -> int:
     coll: Collection = collect(
         output_dir,
         settings.bids_dir,
-        participant_label=settings.participant_label,
-        session_label=settings.session_label,
-        vendor_column=settings.vendor_column,
+        participant_label=settings.selection.participant_label,
+        session_label=settings.selection.session_label,
+        vendor_column=settings.group.vendor_column,
     )
     for warning in coll.warnings:
         LOGGER.warning(warning)
     write_tsv(coll.failures, output_dir / "group_failures.tsv", "group_failures")
     if coll.table.empty:
         raise GroupError(
-            f"{output_dir}: no participant outputs (sub-*/[ses-*/]anat/*_desc-pvs_measures.tsv)"
+            f"{output_dir}: no participant outputs (sub-*/[ses-*/]anat/*{spec.MEASURES.suffix})"
             f" found; {len(coll.failures)} failed run(s) listed in group_failures.tsv"
         )
     groups = method_groups(coll.table)
-    split = bool(getattr(settings, "split_by_method", False))
+    split = settings.group.split_by_method
     if len(groups) > 1 and not split:
         desc = "; ".join(f"{method_label(key)}: {len(sub)} run(s)" for key, sub in groups.items())
         raise GroupError(

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from importlib import metadata
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
-import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     Directory,
@@ -27,53 +25,11 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mcpvs_bidsapp import __version__
-from mcpvs_bidsapp.bids import T1wInput, parse_entities
-from mcpvs_bidsapp.interfaces.n4 import n4_variant
-from mcpvs_bidsapp.io import stage, write_text
-
-REGION_TABLE = [(0, "background"), (1, "BG"), (2, "WM"), (3, "other")]
-MEASURE_DESCRIPTIONS = {
-    "region": {
-        "Description": "BG (basal ganglia), WM (cerebral white matter) or whole_brain",
-    },
-    "pvs_volume_mm3": {"Description": "PVS volume in the region", "Units": "mm^3"},
-    "pvs_count": {
-        "Description": "PVS clusters (26-connected) whose centroid lies in the region",
-    },
-    "mean_cluster_volume_mm3": {"Description": "pvs_volume_mm3 / pvs_count", "Units": "mm^3"},
-    "region_volume_mm3": {"Description": "volume of the region", "Units": "mm^3"},
-    "icv_mm3": {"Description": "intracranial volume (see IcvSource)", "Units": "mm^3"},
-    "pvsnm": {"Description": "normalised PVS volume, 1e6 * pvs_volume_mm3 / icv_mm3"},
-    "wmh_overlap_pct": {
-        "Description": "percentage of the region's PVS voxels inside the WMH mask",
-        "Units": "%",
-    },
-}
-_PACKAGES = (
-    "nipype",
-    "nibabel",
-    "numpy",
-    "antspyx",
-    "intensity-normalization",
-    "deepbet",
-    "samseg",
-    "nnunetv2",
-    "torch",
-    "scikit-image",
-    "scipy",
-)
-
-
-def software_versions(extra: tuple[str, ...] = ()) -> dict:
-    """Versions of mcpvs and of the packages that made the outputs."""
-    versions = {"mcpvs": __version__}
-    for name in _PACKAGES + extra:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+from mcpvs_bidsapp.bids import T1wInput
+from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.provenance import Key, N4Mask, n4_label, software_versions
+from mcpvs_bidsapp.outputs.read import t1w_entities
+from mcpvs_bidsapp.outputs.write import stage
 
 
 class _WriteInputSpec(BaseInterfaceInputSpec):
@@ -111,106 +67,104 @@ class WriteDerivatives(SimpleInterface):
         out_root = Path(inputs.base_directory)
         bids_dir = Path(inputs.bids_dir)
         source = Path(inputs.source_file)
-        t1w = T1wInput(path=source, entities=parse_entities(source))
+        t1w = T1wInput(path=source, entities=t1w_entities(source))
         anat = out_root / t1w.anat_dir
         prefix = t1w.prefix
 
-        def rel(name: str) -> str:
-            return str((t1w.anat_dir / f"{prefix}_{name}").as_posix())
+        def rel(derivative: spec.Derivative) -> str:
+            return str((t1w.anat_dir / derivative.name(prefix)).as_posix())
 
         raw_uri = f"bids:raw:{source.relative_to(bids_dir).as_posix()}"
         versions = software_versions()
         seg = dict(inputs.segment_parameters)
-        method = seg.get("Method", "unknown")
-        model = seg.get("Model") or {}
-        common = {"SoftwareVersions": versions}
+        method = seg.get(Key.METHOD, "unknown")
+        model = seg.get(Key.MODEL) or {}
+        common = {Key.SOFTWARE_VERSIONS: versions}
         if inputs.warnings:
-            common["Warnings"] = list(inputs.warnings)
+            common[Key.WARNINGS] = list(inputs.warnings)
 
         ref = nb.load(str(source))
         images = {
-            "desc-brain_mask.nii.gz": (
+            spec.BRAIN_MASK: (
                 inputs.brain_mask,
-                np.uint8,
                 {
-                    "Sources": [raw_uri],
+                    Key.SOURCES: [raw_uri],
                     "Type": "Brain",
-                    "RegionsMethod": inputs.regions_method,
+                    Key.REGIONS_METHOD: inputs.regions_method,
                 },
             ),
-            "desc-preproc_T1w.nii.gz": (
+            spec.PREPROC_T1W: (
                 inputs.preproc_t1w,
-                np.float32,
                 {
-                    "Sources": [raw_uri, rel("desc-brain_mask.nii.gz")],
+                    Key.SOURCES: [raw_uri, rel(spec.BRAIN_MASK)],
                     "SkullStripped": True,
-                    "Description": "brain-masked T1w after N4 bias correction and FCM "
-                    "white-matter intensity normalisation",
-                    "N4": dict(inputs.n4_parameters),
-                    "IntensityNormalization": dict(inputs.fcm_parameters),
+                    Key.DESCRIPTION: spec.PREPROC_T1W.description,
+                    Key.N4: dict(inputs.n4_parameters),
+                    Key.INTENSITY_NORMALIZATION: dict(inputs.fcm_parameters),
                 },
             ),
-            "desc-regions_dseg.nii.gz": (
+            spec.REGIONS_DSEG: (
                 inputs.regions_dseg,
-                np.uint8,
                 {
-                    "Sources": [raw_uri],
-                    "RegionsMethod": inputs.regions_method,
-                    "Labels": {str(i): n for i, n in REGION_TABLE},
+                    Key.SOURCES: [raw_uri],
+                    Key.REGIONS_METHOD: inputs.regions_method,
+                    Key.LABELS: {str(i): n for i, n in spec.REGION_TABLE},
                 },
             ),
         }
         pvs_meta = {
-            "Sources": [raw_uri, rel("desc-preproc_T1w.nii.gz"), rel("desc-regions_dseg.nii.gz")],
+            Key.SOURCES: [raw_uri, rel(spec.PREPROC_T1W), rel(spec.REGIONS_DSEG)],
             **seg,
-            "RegionsMethod": inputs.regions_method,
+            Key.REGIONS_METHOD: inputs.regions_method,
             # the method's own versions (e.g. CUDA for nnU-Net) plus everything else
-            "SoftwareVersions": {**seg.get("SoftwareVersions", {}), **versions},
+            Key.SOFTWARE_VERSIONS: {**seg.get(Key.SOFTWARE_VERSIONS, {}), **versions},
         }
-        images["space-T1w_desc-pvs_mask.nii.gz"] = (inputs.pvs_mask, np.uint8, pvs_meta)
-        images["space-T1w_desc-pvs_probseg.nii.gz"] = (
+        images[spec.PVS_MASK] = (inputs.pvs_mask, pvs_meta)
+        images[spec.PVS_PROBSEG] = (
             inputs.pvs_probseg,
-            np.float32,
-            {**pvs_meta, "Description": "PVS probability (nnunet) or score (vesselness), 0-1"},
+            {**pvs_meta, Key.DESCRIPTION: spec.PVS_PROBSEG.description},
         )
 
         measures_meta = {
-            **MEASURE_DESCRIPTIONS,
-            "Method": method,
-            "ModelName": model.get("Name", "n/a"),
-            "ModelChecksum": model.get("Checksum", "n/a"),
-            "RegionsMethod": inputs.regions_method,
-            "N4Mask": n4_variant(dict(inputs.n4_parameters)),
-            "IcvSource": inputs.icv_source,
-            "Sources": [rel("space-T1w_desc-pvs_mask.nii.gz"), rel("desc-regions_dseg.nii.gz")],
+            **spec.MEASURE_COLUMNS,
+            Key.METHOD: method,
+            Key.MODEL_NAME: model.get("Name", "n/a"),
+            Key.MODEL_CHECKSUM: model.get("Checksum", "n/a"),
+            Key.REGIONS_METHOD: inputs.regions_method,
+            Key.N4_MASK: n4_label(N4Mask.from_record(dict(inputs.n4_parameters))),
+            Key.ICV_SOURCE: inputs.icv_source,
+            Key.SOURCES: [rel(spec.PVS_MASK), rel(spec.REGIONS_DSEG)],
             **common,
         }
         if isdefined(inputs.wmh_file) and inputs.wmh_file:
-            measures_meta["WMHSource"] = str(inputs.wmh_file)
+            measures_meta[Key.WMH_SOURCE] = str(inputs.wmh_file)
 
         staged: list[tuple[Path, Path]] = []
         anat.mkdir(parents=True, exist_ok=True)
         try:
-            for name, (src, dtype, meta) in images.items():
+            for derivative, (src, meta) in images.items():
+                dtype = np.dtype(derivative.dtype)
                 data = np.asanyarray(nb.load(src).dataobj).astype(dtype)
                 if data.shape != ref.shape[:3]:
-                    raise RuntimeError(f"{name}: shape {data.shape} != input {ref.shape[:3]}")
+                    raise RuntimeError(
+                        f"{derivative.entities}: shape {data.shape} != input {ref.shape[:3]}"
+                    )
                 header = ref.header.copy()
                 header.set_data_dtype(dtype)
                 header.set_slope_inter(1, 0)
                 out = nb.Nifti1Image(data, ref.affine, header)
-                final = anat / f"{prefix}_{name}"
+                final = anat / derivative.name(prefix)
                 staged.append((stage(final, out.to_filename), final))
-                sidecar = final.with_name(final.name.replace(".nii.gz", ".json"))
+                sidecar = spec.sidecar_path(final)
                 payload = json.dumps({**common, **meta}, indent=2, default=str) + "\n"
                 staged.append((stage(sidecar, lambda p, s=payload: Path(p).write_text(s)), sidecar))
-            for name, src in (
-                ("desc-pvs_measures.tsv", inputs.measures),
-                ("desc-pvs_clusters.tsv", inputs.clusters),
+            for derivative, src in (
+                (spec.MEASURES, inputs.measures),
+                (spec.CLUSTERS, inputs.clusters),
             ):
-                final = anat / f"{prefix}_{name}"
+                final = anat / derivative.name(prefix)
                 staged.append((stage(final, lambda p, s=src: shutil.copyfile(s, p)), final))
-            mjson = anat / f"{prefix}_desc-pvs_measures.json"
+            mjson = spec.sidecar_path(anat / spec.MEASURES.name(prefix))
             payload = json.dumps(measures_meta, indent=2, default=str) + "\n"
             staged.append((stage(mjson, lambda p: Path(p).write_text(payload)), mjson))
             # every file is complete on disk: now make them all visible
@@ -222,13 +176,3 @@ class WriteDerivatives(SimpleInterface):
                     tmp.unlink()
         self._results["out_files"] = [str(final) for _, final in staged]
         return runtime
-
-
-def write_region_table(out_root: Path) -> Path:
-    """Top-level ``desc-regions_dseg.tsv`` (index, name), shared by every dseg."""
-    final = out_root / "desc-regions_dseg.tsv"
-    table = pd.DataFrame(REGION_TABLE, columns=["index", "name"])
-    text = table.to_csv(sep="\t", index=False)
-    if not final.exists() or final.read_text() != text:
-        write_text(final, text)
-    return final

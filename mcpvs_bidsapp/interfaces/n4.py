@@ -26,6 +26,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from mcpvs_bidsapp.outputs.provenance import Key, N4Mask
+
 N4_DEFAULTS = {
     "shrink_factor": 2,
     "spline_distance_mm": 100.0,
@@ -76,21 +78,15 @@ def n4_masked(
     return corrected, np.where(mask, bias, 0).astype(np.float32)
 
 
-def n4_variant(n4_parameters: dict) -> str:
-    """``whole-image`` or ``brain`` from the ``N4`` record of a desc-preproc_T1w sidecar."""
-    text = str(n4_parameters.get("N4Mask", "")).lower()
-    if not text:
-        return "n/a"
-    return "whole-image" if text.startswith("whole") else "brain"
-
-
 class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="T1w")
     in_mask = File(exists=True, mandatory=True, desc="brain mask")
     shrink_factor = traits.Int(N4_DEFAULTS["shrink_factor"], usedefault=True)
     spline_distance_mm = traits.Float(N4_DEFAULTS["spline_distance_mm"], usedefault=True)
-    whole_image = traits.Bool(
-        True, usedefault=True, desc="N4 mask = whole masked image (authors' call, no -x)"
+    n4_mask = traits.Enum(
+        *(v.value for v in N4Mask),
+        usedefault=True,
+        desc="N4's mask: the whole masked image (authors' call, no -x) or the brain mask",
     )
     num_threads = traits.Int(1, usedefault=True)
 
@@ -118,7 +114,7 @@ class N4BiasCorrection(SimpleInterface):
             shrink_factor=self.inputs.shrink_factor,
             spline_distance_mm=self.inputs.spline_distance_mm,
             num_threads=self.inputs.num_threads,
-            whole_image=self.inputs.whole_image,
+            whole_image=N4Mask(self.inputs.n4_mask) is N4Mask.WHOLE_IMAGE,
         )
         cwd = Path(runtime.cwd)
         for key, array, fname in (
@@ -135,6 +131,6 @@ class N4BiasCorrection(SimpleInterface):
             "SplineDistance_mm": self.inputs.spline_distance_mm,
             "Convergence": N4_DEFAULTS["convergence"],
             "Masked": True,
-            "N4Mask": "whole image (no -x)" if self.inputs.whole_image else "brain mask (-x)",
+            Key.N4_MASK: N4Mask(self.inputs.n4_mask).record,
         }
         return runtime

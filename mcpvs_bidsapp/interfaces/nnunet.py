@@ -27,7 +27,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mcpvs_bidsapp.models.store import ModelInfo, ModelStoreError, get_model
+from mcpvs_bidsapp.errors import ModelStoreError, NnUNetError
+from mcpvs_bidsapp.models.store import ModelInfo, get_model
 
 LOGGER = logging.getLogger("mcpvs.nnunet")
 
@@ -37,10 +38,6 @@ PROFILE_SETTINGS = {
     "full-gpu": {"folds": "all", "mirroring": True, "step_size": 0.5},
     "fast-cpu": {"folds": "first", "mirroring": False, "step_size": 0.75},
 }
-
-
-class NnUNetError(RuntimeError):
-    """The model cannot run on this input or device; one line for the user."""
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -373,6 +370,11 @@ class _NnUNetPredictInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="preprocessed T1w (native grid)")
     model_name = traits.Str("mcpvsnet", usedefault=True, desc="installed model name")
     model_store = traits.Str(desc="model store folder (default: $MCPVS_MODEL_STORE or ~/.local)")
+    model_checksum = traits.Str(
+        desc="checksum verified when the run was planned: part of the node's inputs, so a model "
+        "reinstalled under the same name never reuses a cached prediction, and a model that "
+        "changed since is refused"
+    )
     profile = traits.Enum(*PROFILES, usedefault=True, desc="auto | fast-cpu | full-gpu")
     device = traits.Enum("auto", "cuda", "cpu", usedefault=True, desc="where to run")
     folds = traits.List(traits.Int, desc="folds to average (default: from the profile)")
@@ -415,6 +417,12 @@ class NnUNetPredict(SimpleInterface):
             )
         except (ModelStoreError, NnUNetError) as err:
             raise RuntimeError(f"{opt.in_file}: {err}") from None
+        planned = opt.model_checksum if isdefined(opt.model_checksum) else None
+        if planned and params["Model"]["Checksum"] != planned:
+            raise RuntimeError(
+                f"{opt.in_file}: model {opt.model_name!r} changed since this run was planned "
+                f"(checksum {params['Model']['Checksum']} instead of {planned}); rerun"
+            )
         self._results.update(
             out_mask=str(out_mask), out_probseg=str(out_prob), out_parameters=params
         )

@@ -20,9 +20,7 @@ from .. import vesselness
 
 class _VesselnessPVSInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="preprocessed T1w (N4 + WM-normalised)")
-    in_regions = File(
-        exists=True, mandatory=True, desc="desc-regions_dseg: 0 bg, 1 BG, 2 WM, 3 other brain"
-    )
+    in_regions = File(exists=True, mandatory=True, desc="regions image (outputs.spec.Region codes)")
     in_mask = File(exists=True, desc="brain mask (PVS are kept inside it)")
     parameters = traits.Dict(desc="overrides of vesselness.DEFAULT_PARAMS")
 

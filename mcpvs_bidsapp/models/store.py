@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mcpvs_bidsapp.config import default_model_store
+from mcpvs_bidsapp.errors import ChecksumMismatchError, ModelStoreError
 
 MANIFEST_NAME = "mcpvs_model.json"
 MODEL_SUBDIR = "model"
@@ -39,14 +40,6 @@ FOLD_EXTRAS = ("debug.json", "progress.png", "validation/summary.json")
 TOP_FILES = ("dataset.json", "plans.json", "dataset_fingerprint.json")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FOLD_RE = re.compile(r"^fold_(\d+|all)$")
-
-
-class ModelStoreError(Exception):
-    """A model cannot be installed, found or used; the message is one line for the user."""
-
-
-class ChecksumMismatchError(ModelStoreError):
-    """An installed file no longer has the checksum recorded at install time."""
 
 
 @dataclass(frozen=True)

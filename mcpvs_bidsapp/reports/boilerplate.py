@@ -10,7 +10,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from mcpvs_bidsapp import __version__
+from mcpvs_bidsapp import __version__, methods
+from mcpvs_bidsapp.outputs.provenance import N4Mask
 
 BIBFILE = Path(__file__).resolve().parents[1] / "data" / "boilerplate.bib"
 _ENTRY = re.compile(r"@\w+\{(?P<key>[^,]+),(?P<body>.*?)\n\}", re.S)
@@ -62,10 +63,12 @@ def format_reference(key: str) -> str:
     return f"{names} ({ref['year']}). {ref['title']}. {venue}{details}.{doi}"
 
 
-def methods_boilerplate(provenance: dict) -> dict:
+def methods_boilerplate(provenance: dict, *, n4_mask: N4Mask | None = None) -> dict:
     """Methods paragraphs and the references they cite, for the method that really ran."""
+    methods.load_builtin()
     method = str(provenance.get("Method", "n/a"))
     regions = str(provenance.get("Regions", "n/a"))
+    scheme = methods.REGION_SCHEMES.get(regions)
     cited: list[str] = []
 
     def c(*keys: str) -> str:
@@ -82,42 +85,17 @@ def methods_boilerplate(provenance: dict) -> dict:
     if not provenance:  # nothing ran to the end: no claim about how it was preprocessed
         paragraphs = [intro]
     else:
-        # the brain mask comes from the regions method (workflows/preproc.py)
-        if regions == "samseg":
-            extraction = f"brain-extracted with Samseg {c('puonti2016samseg')}"
-        elif regions == "fast":
-            extraction = f"brain-extracted with deepbet {c('fisch2024deepbet')}"
-        else:
-            extraction = "brain-extracted"
-        n4_variant = str(provenance.get("N4", ""))
-        if n4_variant.startswith("whole"):
-            n4_text = "on the brain-masked image with the whole field of view as its mask"
-        elif n4_variant.startswith("brain"):
-            n4_text = "within the brain mask"
-        else:
-            n4_text = "on the brain-masked image"
+        # the brain mask comes from the region scheme
+        extraction = scheme.extraction_text(c) if scheme else "brain-extracted"
+        n4_text = n4_mask.methods_text if n4_mask else "on the brain-masked image"
         paragraphs = [
             f"{intro} Each T1w image was {extraction}, corrected for intensity non-uniformity "
             f"with N4 {c('tustison2010n4')} {n4_text} (shrink factor 2, B-spline distance "
             f"100 mm), and intensity-normalised with fuzzy c-means white-matter normalisation "
             f"{c('reinhold2019fcm')}, as in the original work."
         ]
-    if method == "nnunet":
-        model = provenance.get("Model name", "mcPVS-Net")
-        paragraphs.append(
-            f"PVS were segmented with the nnU-Net {c('isensee2021nnunet')} model {model} "
-            f"(checksum {provenance.get('Model checksum', 'n/a')}; configuration "
-            f"{provenance.get('Model configuration', 'n/a')}; folds "
-            f"{provenance.get('Model folds', 'n/a')})."
-        )
-    elif method == "vesselness":
-        paragraphs.append(
-            "PVS were segmented with mcpvs's built-in method, a multiscale Hessian "
-            f"vesselness filter {c('frangi1998vesselness')} followed by thresholding "
-            "(parameters in the mask's JSON sidecar). The trained mcPVS-Net model (an nnU-Net "
-            f"{c('isensee2021nnunet')}) was not used, so these masks are not comparable to the "
-            "paper's."
-        )
+    if method in methods.SEGMENTERS:
+        paragraphs.append(methods.SEGMENTERS[method].methods_text(provenance, c))
     if not provenance:  # nothing was segmented (every T1w failed): say only what was tried
         paragraphs.append("No T1w image of this participant was segmented; see Errors.")
         return {
@@ -125,14 +103,11 @@ def methods_boilerplate(provenance: dict) -> dict:
             "references": [format_reference(k) for k in cited],
             "bibtex": "\n\n".join(references()[k]["_bibtex"] for k in cited),
         }
-    if regions == "samseg":
-        regions_text = f"Samseg {c('puonti2016samseg')}, which also gave the intracranial volume"
-    else:
-        regions_text = (
-            f"mcpvs's '{regions}' regions method (intracranial volume from the brain mask; "
-            f"see the measures sidecar), not from Samseg {c('puonti2016samseg')} as in the "
-            "original work"
-        )
+    regions_text = (
+        scheme.regions_text(c)
+        if scheme
+        else f"mcpvs's '{regions}' regions method (see the measures sidecar)"
+    )
     paragraphs.append(
         f"Basal ganglia (BG) and cerebral white matter (WM) regions came from {regions_text}. "
         "PVS clusters were 26-connected components of the mask, assigned to the region of "

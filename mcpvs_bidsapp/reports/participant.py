@@ -19,7 +19,15 @@ from pathlib import Path
 import pandas as pd
 
 from mcpvs_bidsapp import __version__
-from mcpvs_bidsapp.io import write_text
+from mcpvs_bidsapp.outputs import spec
+from mcpvs_bidsapp.outputs.provenance import Key, N4Mask
+from mcpvs_bidsapp.outputs.read import (
+    SidecarIndex,
+    latest_status,
+    read_json_or_empty,
+    source_prefix,
+)
+from mcpvs_bidsapp.outputs.write import write_text
 from mcpvs_bidsapp.reports import reportlets
 from mcpvs_bidsapp.reports.boilerplate import methods_boilerplate
 
@@ -53,41 +61,12 @@ class RunReport:
     census: dict = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-
-
-def latest_status(output_dir: Path, label: str) -> dict | None:
-    """The newest ``mcpvs_status.json`` of a participant (run ids sort by time)."""
-    logs = sorted((output_dir / f"sub-{label}" / "log").glob("*/mcpvs_status.json"))
-    return json.loads(logs[-1].read_text()) if logs else None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    n4_mask: N4Mask | None = None
 
 
 def t1w_metadata(bids_dir: Path | None, source: str) -> dict:
-    """Sidecar metadata of a raw T1w with BIDS inheritance (top level first, file last)."""
-    if bids_dir is None:
-        return {}
-    path = Path(bids_dir) / source
-    stem = path.name.split(".nii")[0]
-    entities = stem.split("_")
-    meta: dict = {}
-    # inheritance: every *.json from the root down whose entities are a subset of the file's
-    for folder in [Path(bids_dir), *(Path(bids_dir) / p for p in _parents(source))]:
-        for candidate in sorted(folder.glob("*T1w.json")):
-            parts = candidate.name[: -len(".json")].split("_")
-            if parts[-1] == "T1w" and set(parts[:-1]) <= set(entities[:-1]):
-                meta.update(_read_json(candidate))
-    return meta
-
-
-def _parents(source: str) -> list[Path]:
-    parts = Path(source).parts[:-1]
-    return [Path(*parts[: i + 1]) for i in range(len(parts))]
+    """Sidecar metadata of a raw T1w (relative to bids_dir) with BIDS inheritance."""
+    return SidecarIndex(bids_dir).for_source(source) if bids_dir is not None else {}
 
 
 def _acquisition(raw: Path | None, meta: dict) -> dict:
@@ -112,27 +91,20 @@ def _acquisition(raw: Path | None, meta: dict) -> dict:
     return info
 
 
-#: the measures sidecar's N4Mask, as the summary says it
-N4_DESCRIPTIONS = {
-    "whole-image": "whole image as N4's mask (the authors' call, no -x)",
-    "brain": "brain mask as N4's mask (-x)",
-}
-
-
 def _provenance(sidecar: dict) -> dict:
     """Method, model and where it came from, as key -> text for the summary."""
     if not sidecar:
         return {}
-    prov = {"Method": sidecar.get("Method", "n/a")}
-    if sidecar.get("MethodDescription"):
-        prov["Description"] = sidecar["MethodDescription"]
-    model = sidecar.get("Model") or {}
+    prov = {"Method": sidecar.get(Key.METHOD, "n/a")}
+    if sidecar.get(Key.METHOD_DESCRIPTION):
+        prov["Description"] = sidecar[Key.METHOD_DESCRIPTION]
+    model = sidecar.get(Key.MODEL) or {}
     for key, value in model.items():  # every key the model store recorded, in its order
         prov[f"Model {key.lower()}"] = json.dumps(value) if isinstance(value, dict) else value
-    if sidecar.get("Parameters"):
-        prov["Parameters"] = json.dumps(sidecar["Parameters"], sort_keys=True)
-    prov["Regions"] = sidecar.get("RegionsMethod", "n/a")
-    versions = sidecar.get("SoftwareVersions") or {}
+    if sidecar.get(Key.PARAMETERS):
+        prov["Parameters"] = json.dumps(sidecar[Key.PARAMETERS], sort_keys=True)
+    prov["Regions"] = sidecar.get(Key.REGIONS_METHOD, "n/a")
+    versions = sidecar.get(Key.SOFTWARE_VERSIONS) or {}
     if versions:
         prov["Software"] = ", ".join(f"{k} {v}" for k, v in versions.items())
     return {k: (", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in prov.items()}
@@ -168,10 +140,10 @@ def _census(path: Path) -> dict:
 def _reportlet_specs(prefix: str, anat: Path, raw: Path | None) -> list[tuple]:
     """(key, title, caption, function, kwargs-of-paths) for every reportlet of one T1w."""
     f = {
-        "mask": anat / f"{prefix}_desc-brain_mask.nii.gz",
-        "preproc": anat / f"{prefix}_desc-preproc_T1w.nii.gz",
-        "dseg": anat / f"{prefix}_desc-regions_dseg.nii.gz",
-        "pvs": anat / f"{prefix}_space-T1w_desc-pvs_mask.nii.gz",
+        "mask": anat / spec.BRAIN_MASK.name(prefix),
+        "preproc": anat / spec.PREPROC_T1W.name(prefix),
+        "dseg": anat / spec.REGIONS_DSEG.name(prefix),
+        "pvs": anat / spec.PVS_MASK.name(prefix),
     }
     specs = [
         (
@@ -237,8 +209,8 @@ def _reportlet_specs(prefix: str, anat: Path, raw: Path | None) -> list[tuple]:
     return specs
 
 
-def _draw(figures_dir: Path, output_dir: Path, prefix: str, spec: tuple) -> Figure:
-    key, title, caption, func, kwargs = spec
+def _draw(figures_dir: Path, output_dir: Path, prefix: str, reportlet: tuple) -> Figure:
+    key, title, caption, func, kwargs = reportlet
     fig = Figure(key=key, title=title, caption=caption)
     missing = [
         Path(v).name
@@ -262,7 +234,7 @@ def _draw(figures_dir: Path, output_dir: Path, prefix: str, spec: tuple) -> Figu
 def _run_report(output_dir: Path, label: str, run: dict, bids_dir: Path | None) -> RunReport:
     source = run.get("source")
     raw = Path(bids_dir) / source if (bids_dir is not None and source) else None
-    prefix = Path(source).name.split("_T1w")[0] if source else f"sub-{label}"
+    prefix = source_prefix(source) if source else f"sub-{label}"
     report = RunReport(
         source=source or f"sub-{label}",
         prefix=prefix,
@@ -271,7 +243,7 @@ def _run_report(output_dir: Path, label: str, run: dict, bids_dir: Path | None) 
     )
     if source:
         report.acquisition = _acquisition(raw, t1w_metadata(bids_dir, source))
-    figures_dir = output_dir / f"sub-{label}" / "figures"
+    figures_dir = spec.figures_dir(output_dir, label)
     for stale in figures_dir.glob(f"{prefix}_desc-*.png"):
         stale.unlink()  # a figure must never outlive the output it showed
     if report.status != "success":
@@ -293,26 +265,25 @@ def _run_report(output_dir: Path, label: str, run: dict, bids_dir: Path | None) 
         return report
 
     anat = output_dir / Path(source).parent
-    sidecar = _read_json(anat / f"{prefix}_space-T1w_desc-pvs_mask.json")
+    sidecar = read_json_or_empty(spec.sidecar_path(anat / spec.PVS_MASK.name(prefix)))
     report.provenance = _provenance(sidecar)
-    measures_json = _read_json(anat / f"{prefix}_desc-pvs_measures.json")
-    if measures_json.get("N4Mask", "n/a") != "n/a":
-        report.provenance["N4"] = N4_DESCRIPTIONS.get(
-            measures_json["N4Mask"], measures_json["N4Mask"]
-        )
-    if measures_json.get("IcvSource"):
-        report.provenance["ICV"] = measures_json["IcvSource"]
-    if measures_json.get("WMHSource"):
-        report.provenance["WMH mask"] = measures_json["WMHSource"]
-    measures = anat / f"{prefix}_desc-pvs_measures.tsv"
+    measures = anat / spec.MEASURES.name(prefix)
+    measures_json = read_json_or_empty(spec.sidecar_path(measures))
+    report.n4_mask = N4Mask.parse(measures_json.get(Key.N4_MASK))
+    if report.n4_mask is not None:
+        report.provenance["N4"] = report.n4_mask.description
+    if measures_json.get(Key.ICV_SOURCE):
+        report.provenance["ICV"] = measures_json[Key.ICV_SOURCE]
+    if measures_json.get(Key.WMH_SOURCE):
+        report.provenance["WMH mask"] = measures_json[Key.WMH_SOURCE]
     if measures.exists():
         report.measures = _measures(measures)
-    clusters = anat / f"{prefix}_desc-pvs_clusters.tsv"
+    clusters = anat / spec.CLUSTERS.name(prefix)
     if clusters.exists():
         report.census = _census(clusters)
     report.files = sorted(p.relative_to(output_dir).as_posix() for p in anat.glob(f"{prefix}_*"))
-    for spec in _reportlet_specs(prefix, anat, raw):
-        report.figures.append(_draw(figures_dir, output_dir, prefix, spec))
+    for reportlet in _reportlet_specs(prefix, anat, raw):
+        report.figures.append(_draw(figures_dir, output_dir, prefix, reportlet))
     return report
 
 
@@ -320,7 +291,7 @@ def crash_files(output_dir: Path, label: str, run_id: str | None) -> list[dict]:
     """Crash files of the run the status describes: name and the end of the traceback."""
     if not run_id:
         return []
-    folder = output_dir / f"sub-{label}" / "log" / run_id
+    folder = spec.log_dir(output_dir, label, run_id)
     crashes = []
     for path in sorted(folder.glob("crash-*.txt")):
         lines = path.read_text(errors="replace").splitlines()
@@ -353,7 +324,11 @@ def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None
         for r in runs
         if r.status != "success"
     ]
-    methods = methods_boilerplate(next((r.provenance for r in runs if r.provenance), {}))
+    described = next((r for r in runs if r.provenance), None)
+    methods = methods_boilerplate(
+        described.provenance if described else {},
+        n4_mask=described.n4_mask if described else None,
+    )
     env = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=select_autoescape(["html"]),
@@ -372,7 +347,7 @@ def build_participant_report(output_dir: Path, label: str, bids_dir: Path | None
         no_status=not status.get("runs"),
         generated=datetime.now().isoformat(timespec="seconds"),
     )
-    out = write_text(output_dir / f"sub-{label}.html", page)
+    out = write_text(spec.report_path(output_dir, label), page)
     LOGGER.info("sub-%s: report written in %.1f s", label, time.time() - t_start)
     return out
 

@@ -22,10 +22,13 @@ import nibabel as nb  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+from mcpvs_bidsapp.outputs.spec import PVS_REGIONS, Region  # noqa: E402
+
 DPI = 90
 ZOOM_PX_PER_MM = 4.0
 PVS_COLOUR = "#ff2a2a"
-REGION_COLOURS = {1: "#ffb000", 2: "#1f9bff"}  # BG amber, WM blue (colour-blind safe pair)
+PVS_CODES = [int(r) for r in PVS_REGIONS]
+REGION_COLOURS = {Region.BG: "#ffb000", Region.WM: "#1f9bff"}  # amber, blue: colour-blind safe
 _PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
@@ -249,9 +252,9 @@ def plot_regions(preproc: Path, dseg: Path, out_file: Path, ncols: int = 6) -> P
     vol = load(preproc)
     seg = load(dseg, dtype=np.uint8)
     window = _window(vol.data, seg.data > 0)
-    colours = ListedColormap(["none", REGION_COLOURS[1], REGION_COLOURS[2], "none"])
+    colours = ListedColormap(["none", REGION_COLOURS[Region.BG], REGION_COLOURS[Region.WM], "none"])
     planes = ["axial", "axial", "coronal"]
-    labelled = (seg.data == 1) | (seg.data == 2)  # slices through the regions, not the neck
+    labelled = np.isin(seg.data, PVS_CODES)  # slices through the regions, not the neck
     if not labelled.any():
         labelled = seg.data > 0
     indices = _slices(labelled, "axial", 2 * ncols, trim=0.05)
@@ -266,12 +269,12 @@ def plot_regions(preproc: Path, dseg: Path, out_file: Path, ncols: int = 6) -> P
                 continue
             extent = _show(ax, vol, plane, index, window, box=boxes[plane])
             labels = seg.slice(plane, index)[boxes[plane]].astype(float)
-            labels[labels > 3] = 3
+            labels[labels > Region.OTHER] = Region.OTHER
             ax.imshow(
-                np.ma.masked_where((labels == 0) | (labels == 3), labels),
+                np.ma.masked_where(~np.isin(labels, PVS_CODES), labels),
                 cmap=colours,
-                vmin=0,
-                vmax=3,
+                vmin=Region.BACKGROUND,
+                vmax=Region.OTHER,
                 alpha=0.45,
                 origin="lower",
                 extent=extent,
@@ -327,7 +330,7 @@ def cso_slab(dseg: np.ndarray) -> np.ndarray:
     Above the lateral ventricles the WM is one sheet of radiating fibres where WM-PVS are
     rated (the paper's WM visual score counts them in the slice with the most).
     """
-    wm = dseg == 2
+    wm = dseg == Region.WM
     lo, hi = _bbox(wm, 2)
     slab = np.zeros_like(wm)
     z0, z1 = lo + int(0.55 * (hi - lo)), lo + int(0.85 * (hi - lo))
@@ -346,7 +349,7 @@ def plot_pvs_zoom(
     vol = load(preproc)
     pvs = load(pvs_mask, dtype=np.uint8)
     seg = load(dseg, dtype=np.uint8).data
-    target = (seg == 1) if region == "BG" else cso_slab(seg)
+    target = (seg == Region.BG) if region == "BG" else cso_slab(seg)
     if not target.any():
         raise ValueError(f"no {region} voxels in the regions image")
     window = _window(vol.data, seg > 0)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mcpvs_bidsapp.outputs import spec
+
 VENDORS = (
     ("SIEMENS", "Prisma_fit"),
     ("GE MEDICAL SYSTEMS", "DISCOVERY MR750"),
@@ -154,7 +156,7 @@ def write_cohort(
                 "whole_brain": (bg_vol + wm_vol + other, bg_n + wm_n + 2, 1.1e6),
             }
             folder.mkdir(parents=True, exist_ok=True)
-            _measures_tsv(folder / f"{prefix}_desc-pvs_measures.tsv", values, icv[i])
+            _measures_tsv(folder / spec.MEASURES.name(prefix), values, icv[i])
             provenance = {
                 "Method": method,
                 "ModelName": "mcpvsnet" if method == "nnunet" else "n/a",
@@ -165,7 +167,7 @@ def write_cohort(
             }
             if n4_mask:
                 provenance["N4Mask"] = n4_mask
-            _write_json(folder / f"{prefix}_desc-pvs_measures.json", provenance)
+            _write_json(spec.sidecar_path(folder / spec.MEASURES.name(prefix)), provenance)
             mask_meta = {
                 "Sources": [f"bids:raw:{source}"],
                 "Method": method,
@@ -174,7 +176,7 @@ def write_cohort(
             }
             if method == "nnunet":
                 mask_meta["Model"] = {"Name": "mcpvsnet", "Checksum": checksum}
-            _write_json(folder / f"{prefix}_space-T1w_desc-pvs_mask.json", mask_meta)
+            _write_json(spec.sidecar_path(folder / spec.PVS_MASK.name(prefix)), mask_meta)
             row = {
                 "participant_id": sub,
                 "session": str(s + 1) if ses else "n/a",
@@ -193,7 +195,7 @@ def write_cohort(
             (output_dir / f"{sub}.html").write_text(f"<html><body>{sub}</body></html>\n")
         run_id = f"20261125-1200{i % 60:02d}_{rng.integers(0, 16**6):06x}"
         _write_json(
-            output_dir / sub / "log" / run_id / "mcpvs_status.json",
+            spec.log_dir(output_dir, lab, run_id) / spec.STATUS_FILE,
             {
                 "run_id": run_id,
                 "participant_label": lab,
@@ -222,7 +224,7 @@ def _write_masks(rng, output_dir, bids_dir, folder, sub, ses, prefix) -> dict:
     pred.flat[missed] = 0
     pred.flat[extra] = 1
     affine = np.diag([1.0, 1.0, 1.2, 1.0])
-    nb.Nifti1Image(pred, affine).to_filename(folder / f"{prefix}_space-T1w_desc-pvs_mask.nii.gz")
+    nb.Nifti1Image(pred, affine).to_filename(folder / spec.PVS_MASK.name(prefix))
     mdir = bids_dir / "derivatives" / "manual" / sub / (ses or "") / "anat"
     mdir.mkdir(parents=True, exist_ok=True)
     nb.Nifti1Image(truth, affine).to_filename(mdir / f"{prefix}_desc-manual_mask.nii.gz")

@@ -1,9 +1,13 @@
-"""Top-level workflow: one sub-workflow per participant, one per T1w inside it."""
+"""Top-level workflow: one sub-workflow per participant, one per T1w inside it.
+
+``init_mcpvs_wf(plan, t1w_inputs)`` is the whole input: the resolved :class:`RunPlan` says
+what runs (segmenter, region scheme, N4 variant, resources), the T1w inputs say on what
+(with their auxiliary files, e.g. a WMH mask).
+"""
 
 from __future__ import annotations
 
 from copy import deepcopy
-from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -11,43 +15,26 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from mcpvs_bidsapp.bids import T1wInput
-from mcpvs_bidsapp.config import Settings, n4_mask_for
+from mcpvs_bidsapp.config import RunPlan
+from mcpvs_bidsapp.engine.resources import shared_step_gb
 from mcpvs_bidsapp.interfaces.derivatives import WriteDerivatives
 from mcpvs_bidsapp.interfaces.measures import PVSMeasures
-from mcpvs_bidsapp.resources import apply_mem_estimates
+from mcpvs_bidsapp.outputs import spec
 from mcpvs_bidsapp.workflows.preproc import init_preproc_wf
 from mcpvs_bidsapp.workflows.segment import init_segment_wf
 
 
-def log_dir(settings: Settings, participant_label: str) -> Path:
-    """``<output_dir>/sub-<label>/log/<run_id>``: crash files and the run's status."""
-    return settings.output_dir / f"sub-{participant_label}" / "log" / settings.run_id
-
-
 def init_mcpvs_wf(
-    settings: Settings,
-    t1w_inputs: dict[str, list[T1wInput]],
-    *,
-    method: str,
-    nnunet_options: dict | None = None,
-    wmh_files: dict[str, str] | None = None,
-    name: str = "mcpvs_wf",
+    plan: RunPlan, t1w_inputs: dict[str, list[T1wInput]], *, name: str = "mcpvs_wf"
 ) -> pe.Workflow:
     """All selected participants; the name is stable so that a rerun resumes from work_dir."""
     workflow = pe.Workflow(name=name)
-    workflow.base_dir = str(settings.work_dir)
+    workflow.base_dir = str(plan.work_dir)
     for label, inputs in t1w_inputs.items():
         if not inputs:
             continue
-        subject_wf = init_single_subject_wf(
-            settings,
-            label,
-            inputs,
-            method=method,
-            nnunet_options=nnunet_options,
-            wmh_files=wmh_files or {},
-        )
-        crash_dir = log_dir(settings, label)
+        subject_wf = init_single_subject_wf(plan, label, inputs)
+        crash_dir = spec.log_dir(plan.output_dir, label, plan.run_id)
         subject_wf.config["execution"]["crashdump_dir"] = str(crash_dir)
         for node in subject_wf._get_all_nodes():
             node.config = deepcopy(subject_wf.config)
@@ -56,68 +43,43 @@ def init_mcpvs_wf(
 
 
 def init_single_subject_wf(
-    settings: Settings,
-    participant_label: str,
-    t1w_inputs: list[T1wInput],
-    *,
-    method: str,
-    nnunet_options: dict | None = None,
-    wmh_files: dict[str, str] | None = None,
-    name: str | None = None,
+    plan: RunPlan, participant_label: str, t1w_inputs: list[T1wInput], *, name: str | None = None
 ) -> pe.Workflow:
     """Every T1w of one participant, each in its own independent sub-workflow."""
     workflow = pe.Workflow(name=name or f"sub_{_safe(participant_label)}_wf")
-    for t1w in t1w_inputs:
-        workflow.add_nodes(
-            [
-                init_t1w_wf(
-                    settings,
-                    t1w,
-                    method=method,
-                    nnunet_options=nnunet_options,
-                    wmh_file=(wmh_files or {}).get(str(t1w.path)),
-                )
-            ]
-        )
+    workflow.add_nodes([init_t1w_wf(plan, t1w) for t1w in t1w_inputs])
     return workflow
 
 
-def init_t1w_wf(
-    settings: Settings,
-    t1w: T1wInput,
-    *,
-    method: str,
-    nnunet_options: dict | None = None,
-    wmh_file: str | None = None,
-    name: str | None = None,
-) -> pe.Workflow:
+def init_t1w_wf(plan: RunPlan, t1w: T1wInput, *, name: str | None = None) -> pe.Workflow:
     """One T1w: preprocessing -> PVS segmentation -> measures -> derivatives (committed last)."""
     workflow = pe.Workflow(name=name or t1w.node_name)
+    n_voxels = int(np.prod(nb.load(str(t1w.path)).shape[:3]))  # header only
+    omp = plan.resources.omp_nthreads
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     inputnode.inputs.t1w = str(t1w.path)
 
     preproc_wf = init_preproc_wf(
-        regions=settings.regions,
-        omp_nthreads=settings.omp_nthreads,
-        n4_mask=n4_mask_for(settings.n4_mask, method),
+        regions=plan.regions, n4_mask=plan.n4_mask, omp_nthreads=omp, n_voxels=n_voxels
     )
     segment_wf = init_segment_wf(
-        method=method, omp_nthreads=settings.omp_nthreads, nnunet_options=nnunet_options
+        method=plan.method, options=plan.method_options, omp_nthreads=omp, n_voxels=n_voxels
     )
-    measures = pe.Node(PVSMeasures(), name="measures")
-    if wmh_file:
-        measures.inputs.in_wmh = wmh_file
+    measures = pe.Node(PVSMeasures(), name="measures", mem_gb=shared_step_gb("measures", n_voxels))
+    if t1w.wmh_file:
+        measures.inputs.in_wmh = str(t1w.wmh_file)
     write = pe.Node(
         WriteDerivatives(
-            base_directory=str(settings.output_dir),
-            bids_dir=str(settings.bids_dir),
+            base_directory=str(plan.output_dir),
+            bids_dir=str(plan.bids_dir),
             source_file=str(t1w.path),
         ),
         name="write_derivatives",
         overwrite=True,  # outputs deleted by hand come back on a resumed run
+        mem_gb=shared_step_gb("write_derivatives", n_voxels),
     )
-    if wmh_file:
-        write.inputs.wmh_file = wmh_file
+    if t1w.wmh_file:
+        write.inputs.wmh_file = str(t1w.wmh_file)
 
     workflow.connect([
         (inputnode, preproc_wf, [("t1w", "inputnode.t1w")]),
@@ -141,8 +103,6 @@ def init_t1w_wf(
                              ("outputnode.parameters", "segment_parameters")]),
         (measures, write, [("out_measures", "measures"), ("out_clusters", "clusters")]),
     ])  # fmt: skip
-    n_voxels = int(np.prod(nb.load(str(t1w.path)).shape[:3]))  # header only
-    apply_mem_estimates(workflow, n_voxels)
     return workflow
 
 

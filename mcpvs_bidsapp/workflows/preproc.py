@@ -5,22 +5,31 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from mcpvs_bidsapp.engine.resources import REFERENCE_VOXELS, shared_step_gb
 from mcpvs_bidsapp.interfaces.fcm import FCMNormalize
 from mcpvs_bidsapp.interfaces.n4 import N4BiasCorrection
 from mcpvs_bidsapp.interfaces.validation import ValidateT1w
+from mcpvs_bidsapp.outputs.provenance import N4Mask
 from mcpvs_bidsapp.workflows.regions import init_regions_wf
 
 
 def init_preproc_wf(
-    *, regions: str, omp_nthreads: int = 1, n4_mask: str = "whole-image", name: str = "preproc_wf"
+    *,
+    regions: str,
+    n4_mask: N4Mask | str,
+    omp_nthreads: int = 1,
+    n_voxels: int = REFERENCE_VOXELS,
+    name: str = "preproc_wf",
 ) -> pe.Workflow:
     """Validated T1w -> brain mask, regions, ICV, and the N4 + FCM image the models expect.
 
     Outputs: ``t1w_valid``, ``warnings``, ``brain_mask``, ``preproc_t1w``, ``regions_dseg``,
     ``icv_mm3``, ``icv_source``, ``regions_method``, ``n4_parameters``, ``fcm_parameters``.
     """
-    if n4_mask not in ("whole-image", "brain"):
-        raise ValueError(f"n4_mask must be 'whole-image' or 'brain', not {n4_mask!r}")
+    try:
+        n4_mask = N4Mask(n4_mask)
+    except ValueError:
+        raise ValueError(f"n4_mask must be 'whole-image' or 'brain', not {n4_mask!r}") from None
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(
@@ -40,14 +49,15 @@ def init_preproc_wf(
         ),
         name="outputnode",
     )
-    validate = pe.Node(ValidateT1w(), name="validate")
-    regions_wf = init_regions_wf(method=regions, omp_nthreads=omp_nthreads)
+    validate = pe.Node(ValidateT1w(), name="validate", mem_gb=shared_step_gb("validate", n_voxels))
+    regions_wf = init_regions_wf(scheme=regions, omp_nthreads=omp_nthreads, n_voxels=n_voxels)
     n4 = pe.Node(
-        N4BiasCorrection(num_threads=omp_nthreads, whole_image=n4_mask == "whole-image"),
+        N4BiasCorrection(num_threads=omp_nthreads, n4_mask=n4_mask.value),
         name="n4",
         n_procs=omp_nthreads,
+        mem_gb=shared_step_gb("n4", n_voxels),
     )
-    fcm = pe.Node(FCMNormalize(), name="fcm")
+    fcm = pe.Node(FCMNormalize(), name="fcm", mem_gb=shared_step_gb("fcm", n_voxels))
     workflow.connect([
         (inputnode, validate, [("t1w", "in_file")]),
         (validate, regions_wf, [("out_file", "inputnode.t1w")]),

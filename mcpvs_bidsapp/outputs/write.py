@@ -1,4 +1,4 @@
-"""Atomic file writing: a crash or a full disk never leaves a half file under a final name."""
+"""The one atomic writer: a crash or a full disk never leaves a half file under a final name."""
 
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ def atomic_path(final: Path | str):
     try:
         yield tmp
         _fsync(tmp)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError as err:  # name the file the user knows, not the temporary one
+            raise OSError(err.errno, err.strerror, str(final)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -102,3 +105,29 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def tsv_text(frame) -> str:
+    """A table as mcpvs writes every TSV: tab-separated, ``n/a`` for missing, 6 digits."""
+    from mcpvs_bidsapp.outputs.spec import NA
+
+    return frame.to_csv(sep="\t", index=False, na_rep=NA, float_format="%.6g")
+
+
+def write_tsv(final: Path | str, frame) -> Path:
+    """Write a table atomically (see :func:`tsv_text`)."""
+    return write_text(final, tsv_text(frame))
+
+
+def write_region_table(out_root: Path | str) -> Path:
+    """The top-level region table (``spec.REGION_TABLE_FILE``: index, name), shared by every
+    regions image."""
+    import pandas as pd
+
+    from mcpvs_bidsapp.outputs.spec import REGION_TABLE, REGION_TABLE_FILE
+
+    final = Path(out_root) / REGION_TABLE_FILE
+    text = tsv_text(pd.DataFrame(REGION_TABLE, columns=["index", "name"]))
+    if not final.exists() or final.read_text() != text:
+        write_text(final, text)
+    return final

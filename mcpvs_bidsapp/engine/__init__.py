@@ -1,0 +1,1 @@
+"""How workflows run: resources per node, the Nipype plugin and its settings, SLURM helpers."""
