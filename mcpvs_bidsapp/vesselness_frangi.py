@@ -39,6 +39,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import __version__
+from .outputs.spec import Region
 
 METHOD_NAME = "vesselness"
 VARIANT = "frangi"
@@ -165,7 +166,7 @@ def segment_pvs(
     affine: np.ndarray | None = None,
     params: Mapping | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Segment PVS on a preprocessed (WM ≈ 1) T1w inside BG (label 1) and WM (label 2).
+    """Segment PVS on a preprocessed (WM ≈ 1) T1w inside BG and WM (``outputs.spec.Region`` codes).
 
     Returns ``(probseg float32 in [0, 1], mask uint8, params_used)`` on the input grid.
     ``affine`` (RAS) is used only to find the superior axis for the lowest-BG rule.
@@ -179,7 +180,7 @@ def segment_pvs(
     probseg = np.zeros(image.shape, np.float32)
     mask = np.zeros(image.shape, np.uint8)
     used = {"method": METHOD_NAME, "version": __version__, "variant": VARIANT, **p}
-    roi_full = (regions == 1) | (regions == 2)
+    roi_full = (regions == Region.BG) | (regions == Region.WM)
     if not roi_full.any():
         return probseg, mask, used
 
@@ -193,8 +194,8 @@ def segment_pvs(
     factors = zooms / iso
     img = _resample(image[crop], factors, order=1)
     reg = _resample(regions[crop], factors, order=0)
-    roi = (reg == 1) | (reg == 2)
-    bg, wm = reg == 1, reg == 2
+    roi = (reg == Region.BG) | (reg == Region.WM)
+    bg, wm = reg == Region.BG, reg == Region.WM
     mm = 1.0 / iso  # voxels per mm
 
     # local background per region (normalised convolution over the region's non-dark voxels)

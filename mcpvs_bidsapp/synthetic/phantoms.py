@@ -36,6 +36,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from mcpvs_bidsapp.outputs import spec
 from mcpvs_bidsapp.registration import RegistrationJob, Warp, run_registration
 
 #: number of tubes (BG + WM, before the inferior-BG distractors) for the named loads
@@ -551,10 +552,11 @@ def head_from_derivatives(
 ) -> Head:
     """A :class:`Head` from one participant's mcpvs outputs (what users get: Samseg regions).
 
-    ``anat_dir`` holds ``*_desc-preproc_T1w``, ``*_desc-brain_mask`` and ``*_desc-regions_dseg``
-    of ``raw_t1w`` (run ``mcpvs BIDS OUT participant`` once per head and reuse the outputs).
-    The "bias" is raw / preproc inside the brain (N4 field × the FCM scale), so ``raw ≈ bias ×
-    image`` exactly and ``wm_level_raw`` is 1. Cropped to the brain box (+4 voxels).
+    ``anat_dir`` holds the preprocessed T1w, brain mask and regions image
+    (``outputs.spec.PREPROC_T1W``, ``BRAIN_MASK``, ``REGIONS_DSEG``) of ``raw_t1w`` (run
+    ``mcpvs BIDS OUT participant`` once per head and reuse the outputs). The "bias" is
+    raw / preproc inside the brain (N4 field × the FCM scale), so ``raw ≈ bias × image``
+    exactly and ``wm_level_raw`` is 1. Cropped to the brain box (+4 voxels).
     """
     raw_img = nib.load(str(raw_t1w))
     anat = Path(anat_dir)
@@ -568,9 +570,9 @@ def head_from_derivatives(
             raise ValueError(f"{hits[0].name} is not on the grid of {Path(raw_t1w).name}")
         return np.asarray(img.dataobj)
 
-    pre = one("*_desc-preproc_T1w.nii*").astype(np.float32)
-    mask = one("*_desc-brain_mask.nii*") > 0
-    regions = one("*_desc-regions_dseg.nii*").astype(np.uint8)
+    pre = one(f"*_{spec.PREPROC_T1W.entities}.nii*").astype(np.float32)
+    mask = one(f"*_{spec.BRAIN_MASK.entities}.nii*") > 0
+    regions = one(f"*_{spec.REGIONS_DSEG.entities}.nii*").astype(np.uint8)
     raw_full = np.clip(np.asarray(raw_img.dataobj, dtype=np.float32), 0, None)
     mask &= pre > 0
     idx = np.argwhere(mask)

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..outputs.spec import Region
 from .phantoms import (
     LOADS,
     _bezier,
@@ -160,11 +161,11 @@ def ventricles(normalised: np.ndarray, regions: np.ndarray, fluid_level: float =
     infarct cavity that reaches the striatum would be taken for a ventricle, which is why a
     lesion mask (``--lesion-mask``) is the reliable route for such heads.
     """
-    csf = (regions == 3) & (normalised < fluid_level) & (normalised > 0)
+    csf = (regions == Region.OTHER) & (normalised < fluid_level) & (normalised > 0)
     lab, n = ndi.label(csf)
     if not n:
         return np.zeros(regions.shape, bool)
-    near_bg = ndi.binary_dilation(regions == 1, iterations=2)
+    near_bg = ndi.binary_dilation(regions == Region.BG, iterations=2)
     touch = np.bincount(lab[near_bg & csf], minlength=n + 1)
     keep = touch >= 20
     keep[0] = False
@@ -333,7 +334,7 @@ def insert_realistic_pvs(
     if regions is not None:
         regions_out = np.asarray(regions).astype(np.uint8).copy()
         if "infarct" in mimic_masks:
-            regions_out[mimic_masks["infarct"] & (regions_out > 0)] = 3
+            regions_out[mimic_masks["infarct"] & (regions_out > 0)] = Region.OTHER
     return RealisticPhantom(
         out.astype(np.float32),
         truth,
@@ -466,7 +467,7 @@ def mimic_delta(
     num = ndi.gaussian_filter(np.where(inb, normalised, 0).astype(np.float32), 1.0 / zooms)
     den = ndi.gaussian_filter(inb.astype(np.float32), 1.0 / zooms)
     tissue = np.where(tissue > 0, tissue, num / np.maximum(den, 1e-3)).astype(np.float32)
-    wm, bg = regions == 2, regions == 1
+    wm, bg = regions == Region.WM, regions == Region.BG
     roi = wm | bg
     delta = np.zeros(shape, np.float32)
     masks: dict[str, np.ndarray] = {}
@@ -476,7 +477,7 @@ def mimic_delta(
     vent = ventricles(normalised, regions)
     near_vent = ndi.binary_dilation(vent, iterations=max(1, int(round(2 / vox)))) & wm
     # WM next to cortical grey, far from the ventricles and the BG (a fundus, not the septum)
-    cortex = (regions == 3) & (normalised > 0.45) & (normalised < 0.85)
+    cortex = (regions == Region.OTHER) & (normalised > 0.45) & (normalised < 0.85)
     deep = ndi.distance_transform_edt(~(vent | bg), sampling=zooms) < 15
     cortex_edge = wm & ndi.binary_dilation(cortex) & ~deep
     grad = np.stack(np.gradient(ndi.gaussian_filter(roi.astype(np.float32), 2.0 / vox)), -1)
