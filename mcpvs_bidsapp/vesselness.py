@@ -58,6 +58,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import __version__, vesselness_frangi
+from .outputs.spec import Region
 
 METHOD_NAME = "vesselness"
 VARIANTS = ("contrast", "frangi")
@@ -82,6 +83,15 @@ DEFAULT_PARAMS: dict[str, object] = {
     "c_seed_min": 0.06,
     "c_grow_z": 1.5,
     "voxel_fraction": 0.5,
+    "peak_mm": 0.0,
+    "voxel_coverage": 0.0,
+    "voxel_smooth_mm": 0.35,
+    "voxel_z": 4.0,
+    "voxel_rule": "coverage",
+    "seed_rule": "none",
+    "voxel_grow": 1.0,
+    "volume_mm": 0.0,
+    "small_cluster_mm3": 2.0,
     "min_cluster_mm3": 2.0,
     "max_cluster_mm3": 400.0,
     "max_radius_mm": 2.0,
@@ -95,6 +105,13 @@ DEFAULT_PARAMS: dict[str, object] = {
     "fluid_rim_mm": 3.0,
     "lesion_rim_mm": 3.0,
 }
+
+
+def description(variant: str | None = None) -> str:
+    """One sentence describing ``variant`` (default: the default variant), for sidecars."""
+    if variant == vesselness_frangi.VARIANT:
+        return vesselness_frangi.METHOD_DESCRIPTION
+    return METHOD_DESCRIPTION
 
 
 def _sanitize(params: Mapping | None) -> dict:
@@ -202,8 +219,9 @@ def segment_pvs(
     affine: np.ndarray | None = None,
     params: Mapping | None = None,
     lesion_mask: np.ndarray | None = None,
+    debug: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Segment PVS on a preprocessed (WM ≈ 1) T1w inside BG (label 1) and WM (label 2).
+    """Segment PVS on a preprocessed (WM ≈ 1) T1w inside BG and WM (``outputs.spec.Region`` codes).
 
     Returns ``(probseg float32 in [0, 1], mask uint8, params_used)`` on the input grid.
     ``affine`` (RAS) is used only to find the superior axis for the lowest-BG rule.
@@ -230,7 +248,7 @@ def segment_pvs(
     used: dict = {"method": METHOD_NAME, "version": __version__, **p}
     measured: dict = {}
     used["measured"] = measured
-    roi_full = (regions == 1) | (regions == 2)
+    roi_full = (regions == Region.BG) | (regions == Region.WM)
     if not roi_full.any():
         return probseg, mask, used
 
@@ -247,8 +265,8 @@ def segment_pvs(
     les = None
     if lesion_mask is not None:
         les = _resample((np.asarray(lesion_mask)[crop] > 0).astype(np.float32), factors, 1) >= 0.5
-    roi = (reg == 1) | (reg == 2)
-    bg, wm = reg == 1, reg == 2
+    roi = (reg == Region.BG) | (reg == Region.WM)
+    bg, wm = reg == Region.BG, reg == Region.WM
     mm = 1.0 / iso  # voxels per mm
     s26 = np.ones((3, 3, 3), bool)
 
@@ -313,14 +331,46 @@ def segment_pvs(
     keep[0] = False
     structures = keep[lab]
     # 5. voxels at half depth (or deeper) of the structure they belong to
-    lab, n = ndi.label(ndi.binary_dilation(structures, structure=s26) & search, structure=s26)
-    if n:
+    dil = ndi.binary_dilation(structures, structure=s26) & search
+    if p["peak_mm"] > 0 and dil.any():
+        # the depth a voxel is compared with is the deepest point within peak_mm of it
+        rp = max(1, int(round(p["peak_mm"] * mm)))
+        local = ndi.maximum_filter(np.where(dil, csm, 0.0), footprint=_ball(rp))
+        vox = dil & (csm >= p["voxel_fraction"] * local) & (csm >= p["c_grow_z"] * sd_c)
+    elif dil.any():
+        lab, n = ndi.label(dil, structure=s26)
         peak = ndi.maximum(csm, lab, np.arange(1, n + 1))
         peak = np.concatenate([[np.inf], np.asarray(peak)])
         vox = (csm >= p["voxel_fraction"] * peak[lab]) & (csm >= p["c_grow_z"] * sd_c)
         vox &= lab > 0
     else:
         vox = np.zeros_like(roi)
+    if p["voxel_coverage"] > 0:
+        # voxels at least half covered by fluid: their blurred dip reaches voxel_coverage of
+        # this image's own fluid contrast (1 - fluid / WM, measured in its fluid bodies), or
+        # voxel_z noise SDs when that is higher (noisy images)
+        cv = _normalised_smooth(contrast.astype(np.float32), roi, p["voxel_smooth_mm"] * mm)
+        cv = np.where(roi, cv, 0.0)
+        sd_v = _robust_sd(cv[ref])
+        core = ndi.binary_erosion(bodies, iterations=1) if bodies.any() else bodies
+        ratio = float(np.median(img[core]) / np.median(img[ref])) if core.sum() > 100 else 0.3
+        ratio = float(np.clip(ratio, 0.05, 0.6))
+        t_abs = max(p["voxel_coverage"] * (1.0 - ratio), p["voxel_z"] * sd_v)
+        measured.update(fluid_ratio=ratio, voxel_noise_sd=sd_v, voxel_threshold=t_abs)
+        absolute = search & (cv >= t_abs)
+        if p["voxel_grow"] < 1.0:
+            # hysteresis: voxels down to voxel_grow x the threshold, connected to a voxel above
+            # it or to a dot/tube seed (fills a faint tube between its darkest points)
+            low = search & (cv >= p["voxel_grow"] * t_abs)
+            lab_l, n_l = ndi.label(low, structure=s26)
+            ok = np.zeros(n_l + 1, bool)
+            ok[np.unique(lab_l[absolute | (strong & low)])] = True
+            ok[0] = False
+            absolute = ok[lab_l]
+        if p["voxel_rule"] == "coverage":
+            vox = absolute | (structures & vox)
+        else:
+            vox = vox | absolute
 
     # 6. cluster rules
     lab, n = ndi.label(vox, structure=s26)
@@ -328,7 +378,14 @@ def segment_pvs(
     if n:
         ids = np.arange(1, n + 1)
         size = np.asarray(ndi.sum_labels(np.ones_like(img), lab, ids)) * voxvol
-        keep = (size >= p["min_cluster_mm3"]) & (size <= p["max_cluster_mm3"])
+        keep = (size >= p["min_cluster_mm3"] - 1e-6) & (size <= p["max_cluster_mm3"])
+        if p["seed_rule"] != "none":
+            # clusters must hold a dot/tube structure (all, or those below small_cluster_mm3)
+            seeds = ndi.binary_dilation(strong, structure=s26)
+            has = np.asarray(ndi.maximum(seeds.astype(np.uint8), lab, ids)) > 0
+            if p["seed_rule"] == "small":
+                has |= size >= p["small_cluster_mm3"] - 1e-6
+            keep &= has
         # lacune / large-lesion cores: inscribed radius of the fluid-dark part
         fluidish = img < 0.5 * (1.0 + p["fluid_level"]) * np.maximum(back, 1e-6)
         for i, sl in enumerate(ndi.find_objects(lab)):
@@ -364,9 +421,41 @@ def segment_pvs(
             keep &= ~((frac_bg > 0.5) & (cz < zcut))
         keep = np.concatenate([[False], keep])
         final = keep[lab]
+        if p["volume_mm"] > 0 and final.any() and p["voxel_coverage"] > 0:
+            # each cluster keeps as many of its darkest voxels as its fluid volume: the dip
+            # integrated around it (the PSF keeps the integral) over this image's fluid contrast
+            rv = max(1, int(round(p["volume_mm"] * mm)))
+            lab_f, n_f = ndi.label(final, structure=s26)
+            grown = ndi.grey_dilation(lab_f, footprint=_ball(rv)) * search
+            grown = np.where(lab_f > 0, lab_f, grown)
+            fids = np.arange(1, n_f + 1)
+            dip = np.asarray(ndi.sum_labels(contrast, grown, fids)) / max(1.0 - ratio, 0.1)
+            need = np.maximum(1, np.round(dip)).astype(int)
+            order = np.lexsort((-cv[lab_f > 0], lab_f[lab_f > 0]))
+            flat_idx = np.flatnonzero(lab_f > 0)[order]
+            flat_lab = lab_f.ravel()[flat_idx]
+            start = np.searchsorted(flat_lab, fids)
+            rank = np.arange(len(flat_idx)) - start[flat_lab - 1]
+            thin = np.zeros(final.size, bool)
+            thin[flat_idx[rank < need[flat_lab - 1]]] = True
+            final = thin.reshape(final.shape)
     else:
         final = vox
 
+    if debug is not None:  # intermediate maps on the cropped isotropic grid (development)
+        debug.update(
+            crop=crop,
+            csm=csm,
+            resp=resp,
+            cand=cand,
+            strong=strong,
+            search=search,
+            structures=structures,
+            vox=vox,
+            final=final,
+            back=back,
+            bodies=bodies,
+        )
     measured["fluid_body_mm3"] = float(bodies.sum() * voxvol)
     measured["excluded_mm3"] = float((excl & roi).sum() * voxvol)
     measured["lesion_mask_mm3"] = float(les.sum() * voxvol) if les is not None else None
