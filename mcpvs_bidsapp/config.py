@@ -92,6 +92,9 @@ class WorkflowOptions:
     n4_mask: str = "auto"  #: auto | whole-image | brain (see outputs.provenance.N4Mask)
     method: str = "auto"  #: auto | a registered PVS segmenter
     wmh_derivatives: Path | None = None
+    #: ``--lesion-mask``: a path pattern per T1w (see bids.lesion_from_pattern); None: BIDS
+    #: lesion masks beside the T1w, if any
+    lesion_mask: str | None = None
 
 
 @dataclass
@@ -186,6 +189,7 @@ class Settings:
             n4_mask_requested=requested,
             resources=resources,
             wmh_derivatives=self.workflow.wmh_derivatives,
+            lesion_mask=self.workflow.lesion_mask,
         )
 
 
@@ -242,6 +246,7 @@ class RunPlan:
     n4_mask_requested: str = "auto"
     resources: Resources = field(default_factory=Resources)
     wmh_derivatives: Path | None = None
+    lesion_mask: str | None = None
     mcpvs_version: str = __version__
 
     def __post_init__(self) -> None:
