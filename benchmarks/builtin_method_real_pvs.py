@@ -374,10 +374,192 @@ def cmd_demo_mask(args) -> dict:
     return res
 
 
+#: hand-drawn box (scanner RAS mm) around the arc2017 head's left-hemisphere infarct; the
+#: reference infarct is the largest thick-fluid body inside it (see :func:`reference_infarct`)
+ARC_INFARCT_BOX_MM = ((-72.0, -18.0), (-44.0, 78.0), (-12.0, 37.0))
+
+
+def reference_infarct(image, brain, affine, box=ARC_INFARCT_BOX_MM) -> np.ndarray:
+    """The benchmark's reference infarct cavity: fluid-dark voxels (< 0.5 x WM) in the brain
+    inside ``box`` that belong to the largest body of fluid at least 2 mm from tissue,
+    grown back by 2 mm within the fluid (a morphological opening, so a sulcus or a PVS does
+    not count). Drawn for the review only; the method never sees the box."""
+    ijk = np.indices(image.shape).reshape(3, -1).T
+    xyz = ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+    inside = np.ones(len(xyz), bool)
+    for a, (lo, hi) in enumerate(box):
+        inside &= (xyz[:, a] >= lo) & (xyz[:, a] <= hi)
+    inbox = inside.reshape(image.shape)
+    fluid = (image < 0.5) & (brain > 0) & inbox
+    core = ndi.distance_transform_edt(fluid) >= 2.0
+    lab, n = ndi.label(core, structure=np.ones((3, 3, 3)))
+    if not n:
+        return np.zeros(image.shape, bool)
+    big = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    return fluid & (ndi.distance_transform_edt(~big) <= 2.0)
+
+
+def _derivative(anat: Path, derivative):
+    import nibabel as nib
+
+    hits = sorted(anat.glob(f"*_{derivative.entities}{derivative.extension}"))
+    if len(hits) != 1:
+        raise FileNotFoundError(f"{anat}: expected one {derivative.entities}, found {len(hits)}")
+    return nib.load(str(hits[0]))
+
+
+def review_head(stem: str, derivatives: Path, params=None) -> dict:
+    """Segment one head's own preprocessed T1w (what the app gives the method) and measure
+    what a reader checks: clusters, BG clusters, labelled real PVS found, PVS near the infarct
+    (arc2017), QC flags. Returns the figures and the arrays for the contact sheets."""
+    import time
+
+    from mcpvs_bidsapp import measures, vesselness
+    from mcpvs_bidsapp.outputs import spec
+
+    anat = derivatives / f"sub-{HEADS[stem]}" / "anat"
+    pre_img = _derivative(anat, spec.PREPROC_T1W)
+    pre = np.asarray(pre_img.dataobj, dtype=np.float32)
+    brain = np.asarray(_derivative(anat, spec.BRAIN_MASK).dataobj) > 0
+    regions = np.where(brain, np.asarray(_derivative(anat, spec.REGIONS_DSEG).dataobj), 0)
+    regions = regions.astype(np.uint8)
+    zooms = pre_img.header.get_zooms()[:3]
+    t0 = time.perf_counter()
+    _, mask, used = vesselness.segment_pvs(
+        pre, regions, zooms, affine=pre_img.affine, params=params
+    )
+    seconds = time.perf_counter() - t0
+    census = measures.cluster_census(mask, regions, pre_img.affine)
+    qc = measures.qc_flags(mask, regions, brain, pre_img.affine, census, t1w=pre)
+    vox = float(abs(np.linalg.det(pre_img.affine[:3, :3])))
+    out: dict = {
+        "head": stem,
+        "seconds": seconds,
+        "clusters": int(len(census)),
+        "bg_clusters": int((census.region == spec.Region.BG.label).sum()),
+        "volume_mm3": float(mask.sum() * vox),
+        "bg_volume_mm3": float((mask.astype(bool) & (regions == spec.Region.BG)).sum() * vox),
+        "qc_flags": [f["flag"] for f in qc["QCFlags"]],
+        "measured": used.get("measured", {}),
+    }
+    near = ndi.binary_dilation(mask > 0, structure=np.ones((3, 3, 3)))
+    labels = _labelled(stem)
+    if labels:
+        hits = {0: 0, 1: 0, 2: 0}
+        totals = {0: 0, 1: 0, 2: 0}
+        for xyz, lab in labels:
+            ijk = _world_to_ijk(pre_img.affine, xyz)
+            totals[lab] += 1
+            hits[lab] += bool(near[tuple(ijk)])
+        out["labelled_pvs_found"] = [hits[1], totals[1]]
+        out["labelled_not_pvs_hit"] = [hits[0], totals[0]]
+        out["labelled_unsure_hit"] = [hits[2], totals[2]]
+    if stem == "arc2017_stroke_t1w":
+        inf = reference_infarct(pre, brain, pre_img.affine)
+        dist = ndi.distance_transform_edt(~inf, sampling=zooms)
+        pvs = mask > 0
+        lab, n = ndi.label(pvs, structure=np.ones((3, 3, 3)))
+        wall = ndi.binary_dilation(inf, structure=np.ones((3, 3, 3)))
+        on_wall = np.unique(lab[wall & pvs])
+        out["infarct_mm3"] = float(inf.sum() * vox)
+        out["pvs_within_3mm_of_infarct_fraction"] = float(
+            (pvs & (dist <= 3.0)).sum() / max(pvs.sum(), 1)
+        )
+        out["clusters_on_cavity_wall"] = int((on_wall > 0).sum())
+        out["_infarct"] = inf
+    out["_mask"], out["_image"], out["_affine"], out["_census"] = mask, pre, pre_img.affine, census
+    return out
+
+
+def review_sheets(res: dict, out_dir: Path, per_sheet: int = 20) -> list[Path]:
+    """Every cluster: axial patch without and with its outline, coronal and sagittal with it
+    (21 mm, RAS view, same window), largest first; 20 per PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(res["_affine"])
+    canon = nib.orientations.apply_orientation
+    img = canon(res["_image"], ornt)
+    mask = canon(res["_mask"], ornt) > 0
+    extra = canon(res["_infarct"], ornt) > 0 if "_infarct" in res else None
+    lab, _ = ndi.label(mask, structure=np.ones((3, 3, 3)))
+    items = []
+    for i, sl in enumerate(ndi.find_objects(lab)):
+        sub = lab[sl] == i + 1
+        pts = np.argwhere(sub) + [s.start for s in sl]
+        vals = img[tuple(pts.T)]
+        items.append((pts[int(np.argmin(vals))], int(sub.sum()), i + 1))
+    items.sort(key=lambda t: (-t[1], tuple(t[0])))
+    h = 10
+    pad = np.pad(img, h)
+    padm = np.pad(mask, h)
+    pade = np.pad(extra, h) if extra is not None else None
+    paths = []
+    for start in range(0, len(items), per_sheet):
+        chunk = items[start : start + per_sheet]
+        cols = 4
+        rows = int(np.ceil(len(chunk) / cols))
+        fig = plt.figure(figsize=(cols * 4 * 1.5, rows * 1.65 + 0.4))
+        for k, (c, size, _) in enumerate(chunk):
+            x, y, z = (int(v) + h for v in c)
+            views = [
+                (pad[x - h : x + h + 1, y - h : y + h + 1, z].T, None),
+                (pad[x - h : x + h + 1, y - h : y + h + 1, z].T,
+                 padm[x - h : x + h + 1, y - h : y + h + 1, z].T),
+                (pad[x - h : x + h + 1, y, z - h : z + h + 1].T,
+                 padm[x - h : x + h + 1, y, z - h : z + h + 1].T),
+                (pad[x, y - h : y + h + 1, z - h : z + h + 1].T,
+                 padm[x, y - h : y + h + 1, z - h : z + h + 1].T),
+            ]  # fmt: skip
+            for v, (im, m) in enumerate(views):
+                ax = fig.add_subplot(rows, cols * 4, k * 4 + v + 1)
+                ax.imshow(im, origin="lower", cmap="gray", vmin=0.45, vmax=1.15,
+                          interpolation="nearest")  # fmt: skip
+                if m is not None and m.any():
+                    ax.contour(m.astype(float), levels=[0.5], colors="r", linewidths=0.5)
+                if v == 1 and pade is not None:
+                    e = pade[x - h : x + h + 1, y - h : y + h + 1, z].T
+                    if e.any():
+                        ax.contour(e.astype(float), levels=[0.5], colors="c", linewidths=0.5)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if v == 0:
+                    ax.set_title(f"#{start + k + 1} {size} vox", fontsize=8, loc="left")
+        fig.suptitle(
+            f"{res['head']}: every PVS cluster of the built-in method, clusters "
+            f"{start + 1}-{start + len(chunk)} of {len(items)} (axial, axial+outline, "
+            "coronal, sagittal; 21 mm)",
+            fontsize=8,
+        )
+        plt.subplots_adjust(wspace=0.03, hspace=0.35, left=0.005, right=0.995, top=0.95,
+                            bottom=0.005)  # fmt: skip
+        path = out_dir / f"{res['head']}_clusters_{start // per_sheet + 1:02d}.png"
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def cmd_review(args) -> dict:
+    result = {}
+    for stem in args.heads:
+        res = review_head(stem, args.derivatives, args.params)
+        paths = review_sheets(res, args.out) if args.sheets else []
+        figures = {k: v for k, v in res.items() if not k.startswith("_")}
+        figures["sheets"] = [str(p) for p in paths]
+        print(json.dumps(figures, indent=1, default=float))
+        result[stem] = figures
+    return result
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "command", choices=["make-bids", "candidates", "measure", "phantom", "demo-mask"]
+        "command",
+        choices=["make-bids", "candidates", "measure", "phantom", "demo-mask", "review"],
     )
     ap.add_argument("dest", nargs="?", type=Path, help="make-bids: where the dataset goes")
     ap.add_argument("--derivatives", type=Path, default=Path("/work/cache-builtin/out"))
@@ -386,6 +568,8 @@ def main(argv=None) -> int:
     ap.add_argument("--load", default="moderate")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--params", type=json.loads, default=None, help="review: JSON overrides")
+    ap.add_argument("--sheets", action="store_true", help="review: write the contact sheets")
     args = ap.parse_args(argv)
     if args.command == "make-bids":
         print(make_bids(args.dest or Path("/work/cache-builtin/bids")))
@@ -396,6 +580,7 @@ def main(argv=None) -> int:
         "measure": cmd_measure,
         "phantom": cmd_phantom,
         "demo-mask": cmd_demo_mask,
+        "review": cmd_review,
     }[args.command]
     res = fn(args)
     if args.json and res is not None:
