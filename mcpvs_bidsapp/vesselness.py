@@ -92,10 +92,13 @@ DEFAULT_PARAMS: dict[str, object] = {
     "voxel_grow": 1.0,
     "volume_mm": 0.0,
     "small_cluster_mm3": 2.0,
+    "single_min_z": 0.0,
     "min_cluster_mm3": 2.0,
     "max_cluster_mm3": 400.0,
     "max_radius_mm": 2.0,
     "edge_mm": 1.0,
+    "csf_edge_mm": 0.0,
+    "csf_level": 0.6,
     "wmh_background": 0.82,
     "bridge_closing_mm": 4.0,
     "bridge_contrast": 0.3,
@@ -163,6 +166,18 @@ def _resample(a: np.ndarray, factors, order: int, shape=None) -> np.ndarray:
         pad = [(0, max(0, s - o)) for s, o in zip(shape, out.shape, strict=True)]
         out = np.pad(out, pad, mode="edge")[: shape[0], : shape[1], : shape[2]]
     return out
+
+
+def _world_lattice(ijk: np.ndarray, affine, lo, factors, every: int) -> np.ndarray:
+    """True for about one in ``every`` of the voxels ``ijk`` (of the cropped isotropic grid),
+    picked by a hash of their world position rounded to 0.1 mm: the same voxels whatever the
+    storage order of the image (without an affine: by index)."""
+    pos = np.asarray(lo, float) + (ijk + 0.5) / np.asarray(factors, float) - 0.5
+    if affine is not None:
+        pos = pos @ np.asarray(affine, float)[:3, :3].T + np.asarray(affine, float)[:3, 3]
+    q = np.rint(pos * 10.0).astype(np.int64)
+    h = (q[:, 0] * 73856093) ^ (q[:, 1] * 19349663) ^ (q[:, 2] * 83492791)
+    return (h % every) == 0
 
 
 def middle_eigenvalue(img: np.ndarray, where: np.ndarray, sigma_vox: float) -> np.ndarray:
@@ -293,6 +308,12 @@ def segment_pvs(
         excl |= les | (ndi.distance_transform_edt(~les) * iso <= p["lesion_rim_mm"])
     e = int(round(p["edge_mm"] * mm))
     inner = ndi.binary_erosion(roi, structure=_ball(e), border_value=0) if e > 0 else roi
+    if p["csf_edge_mm"] > 0:
+        # a wider band along CSF (sulci, ventricles, cisterns: dark tissue outside BG and WM):
+        # its partial volume makes a dark rim there that no annotator drew
+        csf = (reg > 0) & ~roi & (img < p["csf_level"])
+        if csf.any():
+            excl |= ndi.distance_transform_edt(~csf) * iso <= p["csf_edge_mm"]
     search = inner & ~excl
 
     # 2. this image's noise (robust SD in WM away from edges)
@@ -304,11 +325,10 @@ def segment_pvs(
     cand = search & (csm > p["c_grow_z"] * sd_c)
     idx = np.nonzero(cand)
     zresp = np.zeros(len(idx[0]), np.float32)
-    # the response's noise is taken on a random-free, fixed subsample of WM: every 7th voxel
-    ref_idx = np.nonzero(ref)
-    sub = tuple(a[::7] for a in ref_idx)
+    # the response's noise is taken on a random-free, fixed subsample of WM (one voxel in
+    # about 7), chosen by world position so that it is the same whatever the storage order
     ref_sub = np.zeros_like(ref)
-    ref_sub[sub] = True
+    ref_sub[ref] = _world_lattice(np.argwhere(ref), affine, lo, factors, 7)
     measured["response_noise_sd"] = []
     for s in p["scales_mm"]:
         sv = s * mm
@@ -386,6 +406,11 @@ def segment_pvs(
             if p["seed_rule"] == "small":
                 has |= size >= p["small_cluster_mm3"] - 1e-6
             keep &= has
+        if p["single_min_z"] > 0:
+            # a one-voxel cluster is kept only when clearly out of the noise
+            one = size < 2 * voxvol - 1e-6
+            cpk = np.asarray(ndi.maximum(csm, lab, ids))
+            keep &= ~one | (cpk >= p["single_min_z"] * sd_c)
         # lacune / large-lesion cores: inscribed radius of the fluid-dark part
         fluidish = img < 0.5 * (1.0 + p["fluid_level"]) * np.maximum(back, 1e-6)
         for i, sl in enumerate(ndi.find_objects(lab)):
