@@ -71,6 +71,9 @@ METHOD_DESCRIPTION = (
 #: inferior fraction of the BG extent where PVS are normal and were not annotated
 INFERIOR_BG_FRACTION = 0.25
 
+#: voxel rule, hysteresis, dip-integral volume, seed rule and minimum cluster size were chosen on
+#: the realistic phantoms of the tune heads niivue_otsu_t1w and mne_sample_brain_t1w (12 phantoms,
+#: benchmarks/builtin_method_validation.py); see docs/builtin-method.md for the figures
 DEFAULT_PARAMS: dict[str, object] = {
     "variant": "contrast",
     "background_sigma_mm": 2.5,
@@ -82,18 +85,18 @@ DEFAULT_PARAMS: dict[str, object] = {
     "c_seed_z": 3.0,
     "c_seed_min": 0.06,
     "c_grow_z": 1.5,
-    "voxel_fraction": 0.5,
+    "voxel_fraction": 0.65,
     "peak_mm": 0.0,
-    "voxel_coverage": 0.0,
+    "voxel_coverage": 0.30,
     "voxel_smooth_mm": 0.35,
     "voxel_z": 4.0,
-    "voxel_rule": "coverage",
-    "seed_rule": "none",
-    "voxel_grow": 1.0,
-    "volume_mm": 0.0,
+    "voxel_rule": "union",
+    "seed_rule": "small",
+    "voxel_grow": 0.75,
+    "volume_mm": 1.0,
     "small_cluster_mm3": 2.0,
     "single_min_z": 0.0,
-    "min_cluster_mm3": 2.0,
+    "min_cluster_mm3": 0.5,
     "max_cluster_mm3": 400.0,
     "max_radius_mm": 2.0,
     "edge_mm": 1.0,
