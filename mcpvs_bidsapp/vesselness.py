@@ -31,7 +31,12 @@ Steps (all sizes in mm; anisotropic images are filtered on an isotropic grid):
    ≥ ``z_seed`` and smoothed contrast ≥ max(``c_seed_z`` noise SDs, ``c_seed_min``).
 5. **Voxels**: a structure's voxels are those whose smoothed contrast is at least
    ``voxel_fraction`` of the structure's peak (half depth: the extent an annotator outlines)
-   and ≥ ``c_grow_z`` noise SDs.
+   and ≥ ``c_grow_z`` noise SDs; with ``voxel_rule`` ``union`` (default) also every voxel
+   whose ``voxel_smooth_mm``-smoothed dip reaches ``voxel_coverage`` of this image's own fluid
+   contrast (or ``voxel_z`` noise SDs), grown by hysteresis down to ``voxel_grow`` of that
+   threshold; ``seed_rule`` ``small``: clusters below ``small_cluster_mm3`` must hold a
+   dot/tube seed; ``volume_mm`` > 0: each cluster keeps as many of its darkest voxels as its
+   dip integrated within that distance over the fluid contrast (its fluid volume).
 6. **Cluster rules** after the mcPVS-Net annotation protocol (Huang et al. 2024, §2.4): size
    ``min_cluster_mm3``-``max_cluster_mm3``; no fluid-dark core wider than ``max_radius_mm``
    (lacunes); not in hypointense WM (``wmh_background``, WMH on T1w); none in the lowest 25 %
