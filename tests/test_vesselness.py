@@ -41,8 +41,10 @@ def test_finds_inserted_tubes(mni_box):
     assert ph.truth_mask.sum() > 300
     prob, mask, used = vesselness.segment_pvs(img, regions, (1, 1, 1), affine=aff)
     m = metrics.compare_masks(mask, ph.truth_mask, regions)
-    # measured 0.88-0.92 on this box; floors leave margin for platform differences
-    assert m["all"]["dice"] > 0.75
+    # contrast variant, today's defaults: Dice 0.883 (seed 1) / 0.915 (seed 2), BG 0.93,
+    # WM 0.87, cluster recall 1.0 (issue #15: fluid-dark phantoms stay >= 0.85); floors
+    # leave margin for platform differences
+    assert m["all"]["dice"] > 0.83
     assert m["all"]["cluster_recall"] > 0.8
     assert m["BG"]["dice"] > 0.6 and m["WM"]["dice"] > 0.7
     assert prob.dtype == np.float32 and mask.dtype == np.uint8
