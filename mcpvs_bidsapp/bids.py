@@ -26,6 +26,9 @@ class T1wInput:
     entities: dict = field(default_factory=dict)
     #: a WMH mask on this T1w's grid (``--wmh-derivatives``), for the PVS-WMH overlap
     wmh_file: Path | None = None
+    #: a lesion mask on this T1w's grid (``--lesion-mask`` or a BIDS file beside the T1w):
+    #: the built-in method searches no PVS in it and its rim; measures flag PVS next to it
+    lesion_file: Path | None = None
 
     @property
     def subject(self) -> str:
@@ -293,6 +296,30 @@ def find_wmh_mask(wmh_dir: Path, t1w: T1wInput) -> Path | None:
     return chosen[0]
 
 
+def _grid_problem(mask: Path, t1w: T1wInput, what: str) -> str | None:
+    """Why ``mask`` cannot be used with ``t1w`` (unreadable, another grid), or None.
+
+    A mask must be on the T1w's voxel grid (same shape, affine equal within 0.01 mm). Masks
+    that are not are refused rather than resampled: resampling by the header affines alone
+    assumes the other image is already aligned, and a wrong mask looks just like a right one.
+    """
+    import nibabel as nb
+    import numpy as np
+
+    try:
+        ref, img = nb.load(str(t1w.path)), nb.load(str(mask))
+    except Exception as err:
+        return f"{mask}: cannot read the {what} ({err})"
+    if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine, atol=1e-2):
+        return (
+            f"{mask}: not on the grid of {t1w.path.name} (shape "
+            f"{'x'.join(map(str, img.shape[:3]))} vs {'x'.join(map(str, ref.shape[:3]))}"
+            f"{'' if img.shape[:3] != ref.shape[:3] else ', different affine'}); resample "
+            "it to the T1w (nearest neighbour, with its registration) first"
+        )
+    return None
+
+
 def collect_wmh(wmh_dir: Path, t1w_inputs: list[T1wInput]) -> tuple[dict[str, str], list[str]]:
     """{str(T1w path): WMH mask path} for the T1w images that have a usable mask.
 
@@ -302,9 +329,6 @@ def collect_wmh(wmh_dir: Path, t1w_inputs: list[T1wInput]) -> tuple[dict[str, st
     wrong overlap looks just like a right one. Returns the problems as one line each; the
     T1w is then processed without the overlap (``wmh_overlap_pct`` = n/a).
     """
-    import nibabel as nb
-    import numpy as np
-
     wmh_dir = Path(wmh_dir)
     if not wmh_dir.is_dir():
         raise BIDSError(f"{wmh_dir}: --wmh-derivatives is not a folder")
@@ -319,19 +343,89 @@ def collect_wmh(wmh_dir: Path, t1w_inputs: list[T1wInput]) -> tuple[dict[str, st
         if mask is None:
             problems.append(f"{t1w.path.name}: no WMH mask in {wmh_dir}; no PVS-WMH overlap")
             continue
-        try:
-            ref, img = nb.load(str(t1w.path)), nb.load(str(mask))
-        except Exception as err:
-            problems.append(f"{mask}: cannot read the WMH mask ({err})")
+        problem = _grid_problem(mask, t1w, "WMH mask")
+        if problem:
+            problems.append(f"{problem}; no PVS-WMH overlap for this T1w")
             continue
-        if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine, atol=1e-2):
-            problems.append(
-                f"{mask}: not on the grid of {t1w.path.name} (shape "
-                f"{'x'.join(map(str, img.shape[:3]))} vs {'x'.join(map(str, ref.shape[:3]))}"
-                f"{'' if img.shape[:3] != ref.shape[:3] else ', different affine'}); resample "
-                "it to the T1w with its FLAIR-to-T1w registration (nearest neighbour) first; "
-                "no PVS-WMH overlap for this T1w"
-            )
+        found[str(t1w.path)] = str(mask)
+    return found, problems
+
+
+#: lesion masks beside the T1w in the raw dataset: BIDS's ``_label-lesion_roi`` (anat lesion
+#: masks) or a ``_desc-lesion_mask``, with the T1w's own entities
+LESION_SUFFIXES: tuple[str, ...] = ("_label-lesion_roi", "_desc-lesion_mask")
+
+
+def lesion_beside(t1w: T1wInput) -> Path | None:
+    """The lesion mask next to the T1w (``<prefix>_label-lesion_roi.nii[.gz]`` or
+    ``<prefix>_desc-lesion_mask.nii[.gz]``), or None."""
+    for suffix in LESION_SUFFIXES:
+        for ext in (".nii.gz", ".nii"):
+            path = t1w.path.parent / f"{t1w.prefix}{suffix}{ext}"
+            if path.is_file():
+                return path
+    return None
+
+
+def lesion_from_pattern(pattern: str, t1w: T1wInput, bids_dir: Path) -> list[Path]:
+    """The files ``--lesion-mask PATTERN`` names for ``t1w``.
+
+    ``PATTERN`` is a path (relative ones are relative to ``bids_dir``) with the placeholders
+    ``{subject}``, ``{session}``, ``{acquisition}``, ``{run}`` (the T1w's entity values, empty
+    when absent) and ``{prefix}`` (the T1w's file-name prefix), and may hold glob wildcards,
+    e.g. ``derivatives/lesions/sub-{subject}/{prefix}_desc-lesion_mask.nii.gz``.
+    """
+    values = {k: str(t1w.entities.get(k, "")) for k in ("subject", "session", "acquisition", "run")}
+    try:
+        text = pattern.format(prefix=t1w.prefix, **values)
+    except (KeyError, IndexError, ValueError) as err:
+        raise BIDSError(
+            f"--lesion-mask {pattern}: unknown placeholder {err} (use {{subject}}, {{session}}, "
+            "{acquisition}, {run}, {prefix})"
+        ) from err
+    path = Path(text)
+    if not path.is_absolute():
+        path = Path(bids_dir) / path
+    if any(c in text for c in "*?["):
+        anchor = Path(path.anchor)
+        return sorted(anchor.glob(str(path.relative_to(anchor))))
+    return [path] if path.is_file() else []
+
+
+def collect_lesions(
+    t1w_inputs: list[T1wInput], pattern: str | None, bids_dir: Path
+) -> tuple[dict[str, str], list[str]]:
+    """{str(T1w path): lesion mask} for the T1w images that have a usable one, and problems.
+
+    With ``pattern`` (``--lesion-mask``) the pattern decides; without it a BIDS lesion mask
+    beside the T1w (:data:`LESION_SUFFIXES`) is used when there is one. A missing or unusable
+    mask is a warning: the built-in method then finds cavities on its own.
+    """
+    found: dict[str, str] = {}
+    problems: list[str] = []
+    for t1w in t1w_inputs:
+        if pattern:
+            hits = lesion_from_pattern(pattern, t1w, bids_dir)
+            if len(hits) > 1:
+                problems.append(
+                    f"{t1w.path.name}: --lesion-mask matches {len(hits)} files "
+                    f"({', '.join(p.name for p in hits[:3])}); no lesion mask used"
+                )
+                continue
+            if not hits:
+                problems.append(
+                    f"{t1w.path.name}: no lesion mask matches --lesion-mask {pattern}; "
+                    "cavities are detected automatically"
+                )
+                continue
+            mask = hits[0]
+        else:
+            mask = lesion_beside(t1w)
+            if mask is None:
+                continue
+        problem = _grid_problem(mask, t1w, "lesion mask")
+        if problem:
+            problems.append(f"{problem}; no lesion mask used, cavities detected automatically")
             continue
         found[str(t1w.path)] = str(mask)
     return found, problems

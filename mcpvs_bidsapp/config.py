@@ -94,6 +94,9 @@ class WorkflowOptions:
     n4_mask: str = "auto"  #: auto | whole-image | brain (see outputs.provenance.N4Mask)
     method: str = "auto"  #: auto | a registered PVS segmenter
     wmh_derivatives: Path | None = None
+    #: ``--lesion-mask``: a path pattern per T1w (see bids.lesion_from_pattern); None: BIDS
+    #: lesion masks beside the T1w, if any
+    lesion_mask: str | None = None
 
 
 @dataclass
@@ -192,9 +195,11 @@ class Settings:
             regions=scheme.name,
             n4_mask=n4_mask,
             n4_mask_requested=requested,
+            method_requested=self.workflow.method,
             resources=resources,
             wmh_derivatives=self.workflow.wmh_derivatives,
             command=tuple(self.execution.command),
+            lesion_mask=self.workflow.lesion_mask,
         )
 
 
@@ -249,8 +254,10 @@ class RunPlan:
     regions: str  #: a key of ``methods.REGION_SCHEMES``
     n4_mask: N4Mask
     n4_mask_requested: str = "auto"
+    method_requested: str = "auto"  #: what --method said (``method`` is what it resolved to)
     resources: Resources = field(default_factory=Resources)
     wmh_derivatives: Path | None = None
+    lesion_mask: str | None = None
     mcpvs_version: str = __version__
     command: tuple[str, ...] = ()  #: the command line that asked for this run
 
@@ -300,7 +307,9 @@ class RunPlan:
         """One line for the log."""
         options = ", ".join(f"{k}={v}" for k, v in self.method_options.items())
         return (
-            f"method {self.method}{f' ({options})' if options else ''}; regions {self.regions}; "
+            f"method {self.method}{f' ({options})' if options else ''}"
+            f"{' (--method auto)' if self.method_requested == 'auto' else ''}; "
+            f"regions {self.regions}; "
             f"N4 mask {self.n4_mask.value}"
             f"{' (auto)' if self.n4_mask_requested == 'auto' else ''}; "
             f"{self.resources.nprocs} process(es) x {self.resources.omp_nthreads} thread(s)"

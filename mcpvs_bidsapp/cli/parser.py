@@ -257,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="BIDS-Derivatives with WMH masks (suffix mask, label/desc WMH) for PVS-WMH overlap",
     )
     g_wf.add_argument(
+        "--lesion-mask",
+        default=None,
+        metavar="PATTERN",
+        help="lesion mask per T1w (infarct, lacunes), on the T1w grid: a path, relative to "
+        "bids_dir or absolute, with {subject} {session} {acquisition} {run} {prefix} and "
+        "wildcards; default: a BIDS _label-lesion_roi or _desc-lesion_mask beside the T1w. "
+        "The built-in method searches no PVS in it or within 3 mm of it",
+    )
+    g_wf.add_argument(
         "--reports-only",
         action="store_true",
         help="only rebuild the HTML reports from existing outputs",

@@ -13,7 +13,13 @@ import time
 from datetime import datetime
 
 from mcpvs_bidsapp import __version__
-from mcpvs_bidsapp.bids import T1wInput, collect_t1w, collect_wmh, container_info
+from mcpvs_bidsapp.bids import (
+    T1wInput,
+    collect_lesions,
+    collect_t1w,
+    collect_wmh,
+    container_info,
+)
 from mcpvs_bidsapp.bids import dataset_description as make_dataset_description
 from mcpvs_bidsapp.config import RunPlan, Settings
 from mcpvs_bidsapp.errors import OutputFolderError
@@ -110,6 +116,7 @@ def _run_locked(
             error_line(message)
     if plan.wmh_derivatives:
         good = _attach_wmh(plan, good)
+    good = _attach_lesions(plan, good)
 
     t_start = time.time()
     crashes: dict[str, str] = {}
@@ -199,6 +206,26 @@ def _attach_wmh(plan: RunPlan, good: dict[str, list[T1wInput]]) -> dict[str, lis
     return {
         label: [
             replace(t, wmh_file=Path(found[str(t.path)])) if str(t.path) in found else t
+            for t in items
+        ]
+        for label, items in good.items()
+    }
+
+
+def _attach_lesions(plan: RunPlan, good: dict[str, list[T1wInput]]) -> dict[str, list[T1wInput]]:
+    """The lesion mask of every T1w that has one (``--lesion-mask`` or a BIDS file beside
+    it); problems are warnings, the T1w then runs with automatic cavity detection."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    found, problems = collect_lesions(
+        [t for ts in good.values() for t in ts], plan.lesion_mask, plan.bids_dir
+    )
+    for problem in problems:
+        LOGGER.warning("%s", problem)
+    return {
+        label: [
+            replace(t, lesion_file=Path(found[str(t.path)])) if str(t.path) in found else t
             for t in items
         ]
         for label, items in good.items()

@@ -182,6 +182,15 @@ def _method_info(measures_json: dict, mask_json: dict, preproc_json: dict) -> di
     }
 
 
+def qc_label(measures_json: dict) -> str:
+    """The group table's ``qc_flags``: raised flag names joined by ``;``, ``ok`` when the
+    checks ran and raised none, ``n/a`` for outputs older than the checks."""
+    if Key.QC_FLAGS not in measures_json:
+        return spec.NA
+    names = [str(f.get("flag", "?")) for f in measures_json.get(Key.QC_FLAGS) or []]
+    return ";".join(names) if names else spec.QC_OK
+
+
 def collect(
     output_dir: Path,
     bids_dir: Path | None = None,
@@ -235,6 +244,7 @@ def collect(
             else {}
         )
         row.update(_method_info(measures_json, mask_json, preproc_json))
+        row["qc_flags"] = qc_label(measures_json)
         meta = sidecars.metadata(entities)
         row["manufacturer"] = meta.get("Manufacturer", "n/a")
         row["manufacturers_model_name"] = meta.get("ManufacturersModelName", "n/a")

@@ -53,6 +53,8 @@ class _WriteInputSpec(BaseInterfaceInputSpec):
     icv_source = traits.Str(mandatory=True)
     warnings = traits.List(traits.Str, [], usedefault=True)
     wmh_file = File(desc="WMH mask used for the overlap, if any")
+    lesion_file = File(desc="lesion mask given for this T1w, if any")
+    qc_flags = traits.Dict({}, usedefault=True, desc="QCFlags / QCChecks (measures.qc_flags)")
 
 
 class _WriteOutputSpec(TraitedSpec):
@@ -122,6 +124,8 @@ class WriteDerivatives(SimpleInterface):
             # the method's own versions (e.g. CUDA for nnU-Net) plus everything else
             Key.SOFTWARE_VERSIONS: {**seg.get(Key.SOFTWARE_VERSIONS, {}), **versions},
         }
+        if isdefined(inputs.lesion_file) and inputs.lesion_file:
+            pvs_meta[Key.LESION_SOURCE] = str(inputs.lesion_file)
         images[spec.PVS_MASK] = (inputs.pvs_mask, pvs_meta)
         images[spec.PVS_PROBSEG] = (
             inputs.pvs_probseg,
@@ -141,6 +145,12 @@ class WriteDerivatives(SimpleInterface):
         }
         if isdefined(inputs.wmh_file) and inputs.wmh_file:
             measures_meta[Key.WMH_SOURCE] = str(inputs.wmh_file)
+        if isdefined(inputs.lesion_file) and inputs.lesion_file:
+            measures_meta[Key.LESION_SOURCE] = str(inputs.lesion_file)
+        qc = dict(inputs.qc_flags or {})
+        if qc:
+            measures_meta[Key.QC_FLAGS] = list(qc.get(Key.QC_FLAGS, []))
+            measures_meta[Key.QC_CHECKS] = dict(qc.get(Key.QC_CHECKS, {}))
 
         finals = [anat / d.name(prefix) for d in (*images, spec.MEASURES, spec.CLUSTERS)]
         finals += [spec.sidecar_path(anat / d.name(prefix)) for d in (*images, spec.MEASURES)]

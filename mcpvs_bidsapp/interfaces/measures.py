@@ -15,7 +15,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from mcpvs_bidsapp.measures import cluster_census, region_measures
+from mcpvs_bidsapp.measures import cluster_census, qc_flags, region_measures
 from mcpvs_bidsapp.outputs.write import tsv_text
 
 
@@ -25,11 +25,14 @@ class _MeasuresInputSpec(BaseInterfaceInputSpec):
     in_brain_mask = File(exists=True, mandatory=True, desc="brain mask")
     icv_mm3 = traits.Float(mandatory=True, desc="intracranial volume")
     in_wmh = File(exists=True, desc="WMH mask on the same grid (optional)")
+    in_t1w = File(exists=True, desc="preprocessed T1w, for the fluid bodies of the QC flags")
+    in_lesion = File(exists=True, desc="lesion mask on the same grid (optional)")
 
 
 class _MeasuresOutputSpec(TraitedSpec):
     out_measures = File(exists=True, desc="the measures table (spec.MEASURES)")
     out_clusters = File(exists=True, desc="the cluster census (spec.CLUSTERS)")
+    out_qc_flags = traits.Dict(desc="QCFlags and QCChecks for the measures sidecar")
 
 
 class PVSMeasures(SimpleInterface):
@@ -49,6 +52,14 @@ class PVSMeasures(SimpleInterface):
         census = cluster_census(mask & brain, dseg, mask_img.affine)
         measures = region_measures(
             mask, dseg, brain, mask_img.affine, self.inputs.icv_mm3, census, wmh
+        )
+        t1w = lesion = None
+        if isdefined(self.inputs.in_t1w):
+            t1w = np.asanyarray(nb.load(self.inputs.in_t1w).dataobj, dtype=np.float32)
+        if isdefined(self.inputs.in_lesion):
+            lesion = np.asanyarray(nb.load(self.inputs.in_lesion).dataobj) > 0
+        self._results["out_qc_flags"] = qc_flags(
+            mask, dseg, brain, mask_img.affine, census, t1w=t1w, lesion=lesion
         )
         cwd = Path(runtime.cwd)
         (cwd / "measures.tsv").write_text(tsv_text(measures))

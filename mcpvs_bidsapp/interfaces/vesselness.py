@@ -12,6 +12,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -23,6 +24,7 @@ class _VesselnessPVSInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="preprocessed T1w (N4 + WM-normalised)")
     in_regions = File(exists=True, mandatory=True, desc="regions image (outputs.spec.Region codes)")
     in_mask = File(exists=True, desc="brain mask (PVS are kept inside it)")
+    in_lesion = File(exists=True, desc="lesion mask on the same grid (optional)")
     parameters = traits.Dict(desc="overrides of vesselness.DEFAULT_PARAMS")
 
 
@@ -33,7 +35,7 @@ class _VesselnessPVSOutputSpec(TraitedSpec):
 
 
 class VesselnessPVS(SimpleInterface):
-    """Segment PVS with the built-in Frangi-based method (see docs/builtin-method.md)."""
+    """Segment PVS with the built-in method (variant and parameters: docs/builtin-method.md)."""
 
     input_spec = _VesselnessPVSInputSpec
     output_spec = _VesselnessPVSOutputSpec
@@ -60,8 +62,21 @@ class VesselnessPVS(SimpleInterface):
                 )
             regions = np.where(brain, regions, 0).astype(np.uint8)
         params = dict(self.inputs.parameters) if self.inputs.parameters else None
+        lesion = None
+        if isdefined(self.inputs.in_lesion) and self.inputs.in_lesion:
+            lesion = np.asarray(nib.load(self.inputs.in_lesion).dataobj) > 0
+            if lesion.shape != data.shape:
+                raise ValueError(
+                    f"{Path(self.inputs.in_lesion).name}: shape {lesion.shape} differs from "
+                    f"{name} {data.shape}"
+                )
         prob, mask, used = vesselness.segment_pvs(
-            data, regions, voxel_sizes(img.affine), affine=img.affine, params=params
+            data,
+            regions,
+            voxel_sizes(img.affine),
+            affine=img.affine,
+            params=params,
+            lesion_mask=lesion,
         )
         used = json.loads(json.dumps(used))  # plain JSON types for sidecars
         stem = name.split(".nii")[0]
@@ -81,9 +96,7 @@ class VesselnessPVS(SimpleInterface):
         self._results["out_parameters"] = {
             "Method": used.pop("method"),
             "MethodVersion": used.pop("version"),
-            "MethodDescription": "built-in weight-free method: multi-scale Frangi vesselness "
-            "for dark tubes inside BG+WM, with the paper's annotation rules as cluster rules "
-            "(docs/builtin-method.md)",
+            "MethodDescription": vesselness.description(used.get("variant")),
             "Parameters": used,
         }
         return runtime

@@ -105,7 +105,9 @@ def resolve_segmenter(settings: Settings) -> tuple[PVSSegmenter, Mapping[str, An
         if chosen is None:
             raise BIDSError("--method auto: no PVS method is available")
         options = chosen.resolve(settings)
-        logging.getLogger("mcpvs").info("PVS method: %s (--method auto)", chosen.name)
+        # DEBUG: the plan's line names the method once the run is accepted; a refused run
+        # (e.g. threads beyond the plugin's processes) stays one line
+        logging.getLogger("mcpvs").debug("PVS method: %s (--method auto)", chosen.name)
         return chosen, options
     chosen = segmenter(requested)
     return chosen, chosen.resolve(settings)

@@ -24,6 +24,10 @@ Cite = Callable[..., str]
 
 #: the sub-workflow contract of a segmenter
 SEGMENTER_INPUTS = ("preproc_t1w", "regions_dseg", "brain_mask")
+#: inputs a segmenter may take besides: its ``inputnode`` has them when its optional class
+#: attribute ``accepts_lesion_mask`` is True (a lesion mask on the T1w grid, set only when the
+#: T1w has one: ``--lesion-mask`` or a BIDS lesion mask beside it)
+SEGMENTER_OPTIONAL_INPUTS = ("lesion_mask",)
 SEGMENTER_OUTPUTS = ("pvs_mask", "pvs_probseg", "parameters")
 #: the sub-workflow contract of a region scheme
 REGION_OUTPUTS = ("brain_mask", "dseg", "icv_mm3", "icv_source", "regions_method")

@@ -33,9 +33,13 @@ class Key(StrEnum):
     N4_MASK = "N4Mask"
     ICV_SOURCE = "IcvSource"
     WMH_SOURCE = "WMHSource"
-    #: measures sidecar: quality-control flags of the T1w, a list (strings, or objects with
-    #: at least a name or message); the participant report shows each as a banner line
+    LESION_SOURCE = "LesionSource"
+    #: measures sidecar: the raised QC flags, a list of {"flag", "message", "value",
+    #: "threshold"} (empty: none raised; absent: outputs older than the checks); the report
+    #: shows each message in a banner, the group table lists the flag names (qc_flags)
     QC_FLAGS = "QCFlags"
+    #: measures sidecar: every QC check, {name: {"value", "threshold", "raised", ...}}
+    QC_CHECKS = "QCChecks"
     INTENSITY_NORMALIZATION = "IntensityNormalization"
     LABELS = "Labels"
     DESCRIPTION = "Description"

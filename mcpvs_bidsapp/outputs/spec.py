@@ -296,6 +296,8 @@ METHOD_COLUMNS: tuple[str, ...] = (
 )
 #: how a TSV of mcpvs writes a missing value
 NA = "n/a"
+#: the group table's ``qc_flags`` when the QC checks ran and raised nothing
+QC_OK = "ok"
 #: strings read back as missing
 NA_STRINGS = frozenset({"", "n/a", "na", "nan", "none", "null"})
 
@@ -331,6 +333,8 @@ GROUP_TABLES: dict[str, dict[str, str]] = {
         "n4_mask": "N4 variant: whole-image (the authors' call) or brain (-x brain mask)",
         "icv_source": "where icv_mm3 comes from",
         "mcpvs_version": "mcpvs version that made the PVS mask",
+        "qc_flags": "QC flags the measures sidecar raised (QCFlags), joined by ';'; ok: none; "
+        "n/a: outputs older than the checks",
         "manufacturer": "Manufacturer from the T1w JSON sidecar (BIDS inheritance applied)",
         "manufacturers_model_name": "ManufacturersModelName from the T1w sidecar",
         "magnetic_field_strength": "MagneticFieldStrength (T) from the T1w sidecar",

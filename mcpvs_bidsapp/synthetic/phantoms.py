@@ -36,6 +36,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from mcpvs_bidsapp.outputs import spec
 from mcpvs_bidsapp.registration import RegistrationJob, Warp, run_registration
 
 #: number of tubes (BG + WM, before the inferior-BG distractors) for the named loads
@@ -544,6 +545,55 @@ def prepare_head(path: str | Path, *, cache_dir: str | Path | None = None, n4: b
             wm_level_raw=wm_level,
         )
     return head
+
+
+def head_from_derivatives(
+    raw_t1w: str | Path, anat_dir: str | Path, name: str | None = None
+) -> Head:
+    """A :class:`Head` from one participant's mcpvs outputs (what users get: Samseg regions).
+
+    ``anat_dir`` holds the preprocessed T1w, brain mask and regions image
+    (``outputs.spec.PREPROC_T1W``, ``BRAIN_MASK``, ``REGIONS_DSEG``) of ``raw_t1w`` (run
+    ``mcpvs BIDS OUT participant`` once per head and reuse the outputs). The "bias" is
+    raw / preproc inside the brain (N4 field × the FCM scale), so ``raw ≈ bias × image``
+    exactly and ``wm_level_raw`` is 1. Cropped to the brain box (+4 voxels).
+    """
+    raw_img = nib.load(str(raw_t1w))
+    anat = Path(anat_dir)
+
+    def one(pattern: str) -> np.ndarray:
+        hits = sorted(anat.glob(pattern))
+        if len(hits) != 1:
+            raise FileNotFoundError(f"{anat}: expected one {pattern}, found {len(hits)}")
+        img = nib.load(str(hits[0]))
+        if img.shape != raw_img.shape or not np.allclose(img.affine, raw_img.affine, atol=1e-3):
+            raise ValueError(f"{hits[0].name} is not on the grid of {Path(raw_t1w).name}")
+        return np.asarray(img.dataobj)
+
+    pre = one(f"*_{spec.PREPROC_T1W.entities}.nii*").astype(np.float32)
+    mask = one(f"*_{spec.BRAIN_MASK.entities}.nii*") > 0
+    regions = one(f"*_{spec.REGIONS_DSEG.entities}.nii*").astype(np.uint8)
+    raw_full = np.clip(np.asarray(raw_img.dataobj, dtype=np.float32), 0, None)
+    mask &= pre > 0
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - 4, 0)
+    hi = np.minimum(idx.max(0) + 5, np.array(raw_full.shape))
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    affine = raw_img.affine.copy()
+    affine[:3, 3] = affine[:3, :3] @ lo + affine[:3, 3]
+    raw, pre, mask, regions = raw_full[sl], pre[sl], mask[sl], regions[sl]
+    ratio = np.where(mask, raw / np.maximum(pre, 1e-6), 0.0)
+    # the N4 field is smooth: take raw / preproc smoothed over the brain (exact division
+    # would put noise into it where preproc is near zero, e.g. in CSF)
+    w = mask & (pre > 0.3)
+    num = ndi.gaussian_filter(np.where(w, ratio, 0.0), 3.0)
+    den = ndi.gaussian_filter(w.astype(np.float32), 3.0)
+    bias = np.where(mask, num / np.maximum(den, 1e-3), 1.0).astype(np.float32)
+    bias = np.where(mask & (bias <= 0), float(np.median(bias[w])), bias)
+    image = np.where(mask, raw / bias, 0.0).astype(np.float32)
+    stem = name or Path(raw_t1w).name.split(".nii")[0]
+    regions = np.where(mask, regions, 0).astype(np.uint8)
+    return Head(stem, image, raw, bias, affine, mask.astype(np.uint8), regions, 1.0)
 
 
 # --------------------------------------------------------------------------------------------

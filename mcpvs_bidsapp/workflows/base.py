@@ -2,7 +2,7 @@
 
 ``init_mcpvs_wf(plan, t1w_inputs)`` is the whole input: the resolved :class:`RunPlan` says
 what runs (segmenter, region scheme, N4 variant, resources), the T1w inputs say on what
-(with their auxiliary files, e.g. a WMH mask).
+(with their auxiliary files: a WMH mask, a lesion mask).
 """
 
 from __future__ import annotations
@@ -74,6 +74,15 @@ def init_t1w_wf(plan: RunPlan, t1w: T1wInput, *, name: str | None = None) -> pe.
             mem_gb=shared_step_gb("validate", n_voxels),
         )
         workflow.connect(wmh, "out_file", measures, "in_wmh")
+    if t1w.lesion_file:  # the same: brought to the RAS+ copy's voxel order first
+        lesion = pe.Node(
+            ToCanonical(in_file=str(t1w.lesion_file)),
+            name="lesion_canonical",
+            mem_gb=shared_step_gb("validate", n_voxels),
+        )
+        workflow.connect(lesion, "out_file", measures, "in_lesion")
+        if getattr(plan.segmenter, "accepts_lesion_mask", False):
+            workflow.connect(lesion, "out_file", segment_wf, "inputnode.lesion_mask")
     write = pe.Node(
         WriteDerivatives(
             base_directory=str(plan.output_dir),
@@ -86,6 +95,8 @@ def init_t1w_wf(plan: RunPlan, t1w: T1wInput, *, name: str | None = None) -> pe.
     )
     if t1w.wmh_file:
         write.inputs.wmh_file = str(t1w.wmh_file)
+    if t1w.lesion_file:
+        write.inputs.lesion_file = str(t1w.lesion_file)
 
     workflow.connect([
         (inputnode, preproc_wf, [("t1w", "inputnode.t1w")]),
@@ -93,7 +104,8 @@ def init_t1w_wf(plan: RunPlan, t1w: T1wInput, *, name: str | None = None) -> pe.
                                   ("outputnode.regions_dseg", "inputnode.regions_dseg"),
                                   ("outputnode.brain_mask", "inputnode.brain_mask")]),
         (segment_wf, measures, [("outputnode.pvs_mask", "in_mask")]),
-        (preproc_wf, measures, [("outputnode.regions_dseg", "in_dseg"),
+        (preproc_wf, measures, [("outputnode.preproc_t1w", "in_t1w"),
+                                ("outputnode.regions_dseg", "in_dseg"),
                                 ("outputnode.brain_mask", "in_brain_mask"),
                                 ("outputnode.icv_mm3", "icv_mm3")]),
         (preproc_wf, write, [("outputnode.brain_mask", "brain_mask"),
@@ -107,7 +119,8 @@ def init_t1w_wf(plan: RunPlan, t1w: T1wInput, *, name: str | None = None) -> pe.
         (segment_wf, write, [("outputnode.pvs_mask", "pvs_mask"),
                              ("outputnode.pvs_probseg", "pvs_probseg"),
                              ("outputnode.parameters", "segment_parameters")]),
-        (measures, write, [("out_measures", "measures"), ("out_clusters", "clusters")]),
+        (measures, write, [("out_measures", "measures"), ("out_clusters", "clusters"),
+                           ("out_qc_flags", "qc_flags")]),
     ])  # fmt: skip
     return workflow
 

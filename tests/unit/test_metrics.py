@@ -115,3 +115,55 @@ def test_element_metrics_valdo_rule():
     assert element_metrics(empty, empty)["element_f1"] == 1.0
     missed = element_metrics(empty, truth)
     assert missed["element_f1"] == 0.0 and np.isnan(missed["element_precision"])
+
+
+def test_element_metrics_iou_rule_and_one_to_one():
+    """VALDO rule: IoU > 0.1, one-to-one; differs from 'any overlap' where it should."""
+    truth = np.zeros((40, 40, 40), bool)
+    pred = np.zeros_like(truth)
+    truth[2:4, 2:4, 2:12] = True  # A: 40 voxels, predicted well
+    pred[2:4, 2:4, 3:12] = True  # IoU 36/40
+    truth[20:28, 20:28, 20:28] = True  # B: 512 voxels, grazed by one voxel only
+    pred[27, 27, 27] = True  # any-overlap: found; IoU 1/512: not found
+    # C and D: two true dots bridged by one predicted band -> one match only
+    truth[10, 30, 5:7] = True
+    truth[10, 30, 9:11] = True
+    pred[10, 30, 5:11] = True  # IoU with each: 2/6 > 0.1, but one-to-one
+    pred[35, 35, 35] = True  # plain false positive
+    em = metrics.element_metrics(pred, truth)
+    assert em["n_true_elements"] == 4 and em["n_pred_elements"] == 4
+    assert em["element_tp"] == 2  # A and one of C/D
+    assert em["element_fn"] == 2  # B and the other of C/D
+    assert em["element_fp"] == 2  # the graze and the lone voxel
+    assert em["element_recall"] == pytest.approx(0.5)
+    assert em["element_precision"] == pytest.approx(0.5)
+    # elements in label (scan) order: A, C, D, B
+    assert em["true_sizes"].tolist() == [40, 2, 2, 512]
+    assert em["true_matched"].tolist() in ([True, True, False, False], [True, False, True, False])
+    assert em["true_iou"][0] == pytest.approx(36 / 40)
+    # the any-overlap rule is more lenient on the same masks
+    cd = metrics.cluster_detection(pred, truth)
+    assert cd["cluster_recall"] == pytest.approx(1.0)
+    # a higher IoU threshold drops the C/D match (IoU 1/3)
+    assert metrics.element_metrics(pred, truth, iou_threshold=0.5)["element_tp"] == 1
+    # compare_masks reports them beside voxel Dice
+    out = metrics.compare_masks(pred, truth)
+    assert out["all"]["element_recall"] == pytest.approx(0.5)
+
+
+def test_element_metrics_empty_and_ignore():
+    z = np.zeros((8, 8, 8), bool)
+    em = metrics.element_metrics(z, z)
+    assert em["element_f1"] == 1.0 and em["n_true_elements"] == 0
+    one = z.copy()
+    one[3, 3, 3] = True
+    em = metrics.element_metrics(one, z)
+    assert em["element_precision"] == 0.0 and em["element_fp"] == 1
+    assert math.isnan(metrics.element_metrics(z, one)["element_precision"])
+    # an unmatched prediction inside the ignore mask is neither TP nor FP
+    ig = z.copy()
+    ig[2:5, 2:5, 2:5] = True
+    em = metrics.element_metrics(one, z, ignore=ig)
+    assert em["n_ignored_elements"] == 1 and em["element_fp"] == 0
+    with pytest.raises(ValueError, match="shape"):
+        metrics.element_metrics(one, z[:-1])

@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from mcpvs_bidsapp.methods import register_segmenter
-from mcpvs_bidsapp.methods.base import SEGMENTER_INPUTS, SEGMENTER_OUTPUTS, Cite, step_mem_gb
+from mcpvs_bidsapp.methods.base import (
+    SEGMENTER_INPUTS,
+    SEGMENTER_OPTIONAL_INPUTS,
+    SEGMENTER_OUTPUTS,
+    Cite,
+    step_mem_gb,
+)
 from mcpvs_bidsapp.outputs.provenance import N4Mask
 
 
@@ -21,6 +27,8 @@ class VesselnessSegmenter:
     #: on 2 cores (docs/preprocessing.md)
     default_n4_mask = N4Mask.BRAIN
     auto_priority = 0  #: the fallback when no model is installed
+    #: a lesion mask excludes the lesion and its rim from the search (docs/builtin-method.md)
+    accepts_lesion_mask = True
     node_gb = 3.0  #: peak memory on a 1 mm whole head
 
     def available(self, settings) -> bool:
@@ -41,7 +49,10 @@ class VesselnessSegmenter:
         from mcpvs_bidsapp.interfaces.vesselness import VesselnessPVS
 
         workflow = pe.Workflow(name=name)
-        inputnode = pe.Node(niu.IdentityInterface(fields=list(SEGMENTER_INPUTS)), name="inputnode")
+        inputnode = pe.Node(
+            niu.IdentityInterface(fields=[*SEGMENTER_INPUTS, *SEGMENTER_OPTIONAL_INPUTS]),
+            name="inputnode",
+        )
         outputnode = pe.Node(
             niu.IdentityInterface(fields=list(SEGMENTER_OUTPUTS)), name="outputnode"
         )
@@ -50,7 +61,7 @@ class VesselnessSegmenter:
         )
         workflow.connect([
             (inputnode, segment, [("preproc_t1w", "in_file"), ("regions_dseg", "in_regions"),
-                                  ("brain_mask", "in_mask")]),
+                                  ("brain_mask", "in_mask"), ("lesion_mask", "in_lesion")]),
             (segment, outputnode, [("out_mask", "pvs_mask"), ("out_probseg", "pvs_probseg"),
                                    ("out_parameters", "parameters")]),
         ])  # fmt: skip

@@ -1,0 +1,65 @@
+"""The built-in method on the real report heads (issue #15), from a participant run's outputs.
+
+The participant run itself takes ~10 min per head (Samseg regions), so these tests read the
+derivatives of one made beforehand and skip without them::
+
+    PYTHONPATH=. python benchmarks/builtin_method_real_pvs.py make-bids BIDS
+    mcpvs BIDS OUT participant --participant-label philips arc --regions samseg \\
+        --method vesselness -w WORK
+    MCPVS_REAL_DERIVATIVES=OUT python -m pytest -q -m slow tests/integration/test_real_heads.py
+
+Only the segmentation step is rerun here (with today's defaults), on the run's own
+preprocessed T1w, brain mask and regions. Floors and bounds were measured with the defaults on
+the Samseg-region outputs (docs/builtin-method.md) and sit a little below / above them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def review():
+    env = os.environ.get("MCPVS_REAL_DERIVATIVES")
+    if not env:
+        pytest.skip("set MCPVS_REAL_DERIVATIVES to a participant run of the shared real heads")
+    der = Path(env)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import builtin_method_real_pvs as rp
+
+    def run(stem):
+        if not (der / f"sub-{rp.HEADS[stem]}").is_dir():
+            pytest.skip(f"no sub-{rp.HEADS[stem]} in {der}")
+        return rp.review_head(stem, der)
+
+    return run
+
+
+def test_philips_finds_pvs_and_bg_pvs(review):
+    r = review("philips_adni_sag3d_mprage_t1w")
+    # measured: 179 clusters, 333 mm³, 8 BG clusters, 69 of 90 labelled PVS-like dots, 8 s
+    assert r["clusters"] >= 30  # issue target
+    assert r["bg_clusters"] > 0  # issue target
+    found, total = r["labelled_pvs_found"]
+    assert found / total > 0.7
+    assert r["seconds"] < 60
+    assert "low_load" not in r["qc_flags"] and "no_bg_pvs" not in r["qc_flags"]
+
+
+def test_stroke_head_keeps_off_the_infarct(review):
+    r = review("arc2017_stroke_t1w")
+    # measured: 104 clusters, 558 mm³, 12 BG clusters, 0 % within 3 mm of the infarct, no
+    # cluster on the cavity wall, 13 of 13 labelled PVS-like dots
+    assert r["pvs_within_3mm_of_infarct_fraction"] < 0.10  # issue target
+    assert r["clusters_on_cavity_wall"] == 0  # issue target
+    assert r["bg_clusters"] > 0
+    found, total = r["labelled_pvs_found"]
+    assert found / total > 0.8

@@ -1,0 +1,96 @@
+"""Realistic phantoms (issue #15) and the built-in method's detection on them.
+
+One phantom, built once: nilearn's MNI152 box of tests/unit/test_vesselness.py with a moderate
+load of realistic PVS (PSF-blurred, mostly sub-millimetre, fluid 0.25-0.35 x WM) and the
+cohort mimics of :data:`realistic.MIMICS` (infarct cavity with rim, lacunes, WMH, sulcal
+fundi, ventricle notches), degraded with noise 0.03 and a 10 % bias field.
+
+The floors were measured on this box with the default parameters (seeds 1 and 2; the test
+uses seed 1) and are set a little below the measurement, so they catch a regression without
+freezing the exact figures. Measured (seed 1 / seed 2): truth-voxel median 0.739 / 0.721 x
+local tissue; PVS found 0.835 / 0.918; cluster recall 0.80 / 0.85; element recall (VALDO,
+IoU > 0.1) 0.79 / 0.80; Dice 0.71 / 0.69; PVS >= 1.2 mm wide found 1.00 / 0.95; infarct and
+lacune (body + 3 mm rim) share of the detected volume 0.000 / 0.000.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mcpvs_bidsapp import metrics, vesselness
+from mcpvs_bidsapp.synthetic import phantoms, realistic
+
+_BOX = (slice(45, 155), slice(70, 190), slice(55, 135))
+
+
+@pytest.fixture(scope="module")
+def realistic_box():
+    t, aff, brain, regions = phantoms.mni_regions()
+    aff = aff.copy()
+    aff[:3, 3] = aff[:3, :3] @ [s.start for s in _BOX] + aff[:3, 3]
+    t, brain, regions = t[_BOX].copy(), brain[_BOX].copy(), regions[_BOX].copy()
+    ph = realistic.insert_realistic_pvs(
+        t,
+        aff,
+        brain,
+        regions == 2,
+        regions == 1,
+        load="moderate",
+        seed=1,
+        mimics=realistic.MIMICS,
+        regions=regions,
+    )
+    img = phantoms.degrade(
+        ph.image, seed=11, bias_strength=0.1, noise_sd=0.03, reference=1.0, mask=brain
+    )
+    _, mask, used = vesselness.segment_pvs(img, ph.regions, (1, 1, 1), affine=aff)
+    return ph, mask, used
+
+
+def test_truth_is_faint_like_real_pvs(realistic_box):
+    """The truth voxels' median intensity is ~0.75 x local WM (real heads: darkest voxel
+    0.57-0.80, half-dip core 0.76-0.86 of the local tissue), not the 0.3 of fluid-dark tubes."""
+    ph, _, _ = realistic_box
+    truth = ph.truth_mask > 0
+    assert truth.sum() > 300
+    ratio = np.median(ph.image[truth] / ph.local_tissue[truth])
+    assert 0.65 < ratio < 0.85
+    assert 1.2 <= ph.psf_fwhm_mm <= 1.6
+    rows = ph.table()
+    assert len(rows) == len(ph.pvs) > 20
+    annotated = [r for r in rows if r["in_truth"] and r["n_truth_voxels"]]
+    diam = np.array([2 * r["radius_mm"] for r in annotated])
+    assert np.all((diam >= 0.6) & (diam <= 3.0))
+    assert np.mean(diam < 1.6) > 0.5  # most PVS sub-millimetre in radius
+    assert {r["kind"] for r in rows} == {"dot", "tube"}
+    assert {"infarct", "lacune", "wmh"} <= set(ph.mimics)
+    assert all(ph.mimics[k].any() for k in ph.mimics)
+    assert ph.mimic_rims["infarct"].any()
+
+
+def test_method_finds_most_realistic_pvs(realistic_box):
+    ph, mask, used = realistic_box
+    assert used["variant"] == "contrast"
+    m = metrics.compare_masks(mask, ph.truth_mask, ph.regions)["all"]
+    e = metrics.element_metrics(mask, ph.truth_mask, ignore=ph.ignore_mask)
+    annotated = [p for p in ph.pvs if p.in_truth and p.n_truth_voxels]
+    found = np.array([(mask[ph.pvs_id == p.id] > 0).any() for p in annotated])
+    wide = np.array([2 * p.radius_mm >= 1.2 for p in annotated])
+    assert found.mean() > 0.75  # measured 0.835
+    assert m["cluster_recall"] > 0.7  # 0.80
+    assert e["element_recall"] > 0.7  # 0.79
+    assert m["dice"] > 0.6  # 0.71
+    assert wide.sum() > 10 and found[wide].mean() >= 0.85  # 1.00 (issue: >= 0.8)
+
+
+def test_lesion_mimics_are_not_pvs(realistic_box):
+    """Infarct cavity and lacunes (body + rim) hold under 5 % of the detected volume, and
+    under 5 % of their rim is called PVS (issue target; measured 0.000)."""
+    ph, mask, _ = realistic_box
+    pred = mask > 0
+    assert pred.sum() > 100
+    for k in ("infarct", "lacune"):
+        zone = ph.mimics[k] | ph.mimic_rims[k]
+        assert (pred & zone).sum() / pred.sum() < 0.05, k
+        assert (pred & ph.mimic_rims[k]).sum() / ph.mimic_rims[k].sum() < 0.05, k
