@@ -155,13 +155,17 @@ def qc_flags(
     *,
     t1w: np.ndarray | None = None,
     lesion: np.ndarray | None = None,
+    caveats: list[dict] | None = None,
 ) -> dict:
     """Checks a reader should see before trusting the numbers; every check's value.
 
     Returns ``{"QCFlags": [raised flag, ...], "QCChecks": {name: {...}}}``: a raised flag is
     ``{"flag", "message", "value", "threshold"}``; ``QCChecks`` holds every check's ``value``,
     ``threshold`` and ``raised`` (null value: not assessable, e.g. no preprocessed T1w).
-    Checks: ``low_load`` (fewer than :data:`QC_MIN_CLUSTERS` clusters), ``no_bg_pvs`` (no
+    ``caveats`` are flags the run plan raises whatever the image (a method on regions it
+    is known to misread, e.g. the built-in method on ``--regions fast``), each
+    ``{"flag", "message"}``; they are raised as given. Checks: ``low_load`` (fewer than
+    :data:`QC_MIN_CLUSTERS` clusters), ``no_bg_pvs`` (no
     cluster in the BG), ``asymmetry`` (left/right volume index above
     :data:`QC_MAX_ASYMMETRY`), ``near_lesion_or_csf`` (fraction of the PVS volume within
     :data:`QC_NEAR_MM` mm of the lesion mask or of a fluid body above
@@ -226,4 +230,7 @@ def qc_flags(
         for k, c in checks.items()
         if c["raised"]
     ]
+    for caveat in caveats or []:
+        checks[caveat["flag"]] = {"value": None, "threshold": None, "raised": True}
+        raised.append({"value": None, "threshold": None, **caveat})
     return {"QCFlags": raised, "QCChecks": checks}

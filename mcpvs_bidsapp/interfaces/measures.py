@@ -27,6 +27,7 @@ class _MeasuresInputSpec(BaseInterfaceInputSpec):
     in_wmh = File(exists=True, desc="WMH mask on the same grid (optional)")
     in_t1w = File(exists=True, desc="preprocessed T1w, for the fluid bodies of the QC flags")
     in_lesion = File(exists=True, desc="lesion mask on the same grid (optional)")
+    caveats = traits.List(traits.Dict, desc="QC flags the run plan raises (measures.qc_flags)")
 
 
 class _MeasuresOutputSpec(TraitedSpec):
@@ -59,8 +60,9 @@ class PVSMeasures(SimpleInterface):
         if isdefined(self.inputs.in_lesion):
             lesion = np.asanyarray(nb.load(self.inputs.in_lesion).dataobj) > 0
         self._results["out_qc_flags"] = qc_flags(
-            mask, dseg, brain, mask_img.affine, census, t1w=t1w, lesion=lesion
-        )
+            mask, dseg, brain, mask_img.affine, census, t1w=t1w, lesion=lesion,
+            caveats=list(self.inputs.caveats) if isdefined(self.inputs.caveats) else None,
+        )  # fmt: skip
         cwd = Path(runtime.cwd)
         (cwd / "measures.tsv").write_text(tsv_text(measures))
         (cwd / "clusters.tsv").write_text(tsv_text(census))

@@ -28,6 +28,9 @@ SEGMENTER_INPUTS = ("preproc_t1w", "regions_dseg", "brain_mask")
 #: attribute ``accepts_lesion_mask`` is True (a lesion mask on the T1w grid, set only when the
 #: T1w has one: ``--lesion-mask`` or a BIDS lesion mask beside it)
 SEGMENTER_OPTIONAL_INPUTS = ("lesion_mask",)
+#: a segmenter may also define ``qc_caveats(plan) -> [{"flag", "message"}]``: QC flags every
+#: T1w of that plan carries (the method on regions it is known to misread), raised in the
+#: measures sidecar, the report's banner and the group table like the image-based flags
 SEGMENTER_OUTPUTS = ("pvs_mask", "pvs_probseg", "parameters")
 #: the sub-workflow contract of a region scheme
 REGION_OUTPUTS = ("brain_mask", "dseg", "icv_mm3", "icv_source", "regions_method")

@@ -151,3 +151,31 @@ def test_group_table_qc_label():
     assert qc_label({"QCFlags": [{"flag": "low_load"}, {"flag": "no_bg_pvs"}]}) == (
         "low_load;no_bg_pvs"
     )
+
+
+@pytest.mark.parametrize("regions", ["fast", "samseg"])
+def test_builtin_method_on_fast_regions_carries_a_flag(tmp_path, regions):
+    """The built-in method on --regions fast finds grey matter folded into the coarse WM
+    region (docs/builtin-method.md): every T1w of such a run carries the coarse_regions flag
+    (measures sidecar, report banner, group qc_flags); with Samseg regions it does not."""
+    from mcpvs_bidsapp.config import Settings
+    from mcpvs_bidsapp.workflows.base import init_t1w_wf
+
+    t1w = _t1w(tmp_path / "bids", "sub-01_T1w.nii.gz")
+    (tmp_path / "bids" / "dataset_description.json").write_text("{}")
+    plan = Settings.from_options(
+        tmp_path / "bids", tmp_path / "out", "participant", method="vesselness", regions=regions
+    ).resolve()
+    node = init_t1w_wf(plan, t1w).get_node("measures")
+    caveats = node.inputs.caveats if regions == "fast" else []
+    assert [c["flag"] for c in caveats or []] == (["coarse_regions"] if regions == "fast" else [])
+    if regions == "samseg":
+        assert not node.inputs.caveats  # undefined: no caveat
+    t1, dseg, brain, affine = _head()
+    census = measures.cluster_census(np.zeros(dseg.shape, bool), dseg, affine)
+    out = measures.qc_flags(
+        np.zeros(dseg.shape, bool), dseg, brain, affine, census, caveats=caveats or None
+    )
+    names = [f["flag"] for f in out["QCFlags"]]
+    assert ("coarse_regions" in names) == (regions == "fast")
+    assert out["QCChecks"].get("coarse_regions", {"raised": False})["raised"] == (regions == "fast")
