@@ -3,9 +3,6 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# two test processes (CI has two cores); each test file runs whole in one of them, so its
-# module fixtures (a real head's Samseg, N4 of a head) are built once. TEST_JOBS=0: one process
-TEST_JOBS ?= 2
 
 $(BIN)/mcpvs: setup.cfg pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +18,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check mcpvs_bidsapp tests benchmarks
-	NIPYPE_NO_ET=1 $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	NIPYPE_NO_ET=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # the niivue bundle of the report's viewer, rebuilt from npm (tools/niivue, versions pinned there)
 niivue:

@@ -336,7 +336,9 @@ def segment_pvs(
     # the response's noise is taken on a random-free, fixed subsample of WM (one voxel in
     # about 7), chosen by world position so that it is the same whatever the storage order
     ref_sub = np.zeros_like(ref)
-    ref_sub[ref] = _world_lattice(np.argwhere(ref), affine, lo, factors, 7)
+    # by index: the run hands every step the RAS+ copy (orientation.py), the same array for
+    # every storage order and for an oblique copy, whose world positions differ
+    ref_sub[ref] = _world_lattice(np.argwhere(ref), None, lo, factors, 7)
     measured["response_noise_sd"] = []
     for s in p["scales_mm"]:
         sv = s * mm

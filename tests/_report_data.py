@@ -158,6 +158,12 @@ def make_report_dataset(tmp: Path, shared_data: Path, zoom_mm: float | None = 2.
     )  # fmt: skip
     crash = out / "sub-02" / "log" / RUN_ID / "crash-20261125-120500-root-vesselness-ab12.txt"
     crash.write_text(CRASH_TEXT)
+    # what a real run writes first: it makes the folder recognisably mcpvs's (issue #17)
+    from mcpvs_bidsapp.bids import container_info, dataset_description
+
+    (out / "dataset_description.json").write_text(
+        json.dumps(dataset_description(container_info()), indent=2)
+    )
     return bids, out
 
 

@@ -305,6 +305,9 @@ def _build_report(settings: Settings, label: str) -> None:
 def _reports_only(settings: Settings, t1w_inputs) -> int:
     if not settings.output_dir.is_dir():
         raise FileNotFoundError(f"{settings.output_dir}: no outputs to rebuild reports from")
+    # the shared files first, as a run does: a neighbouring SLURM task's check of the folder
+    # must find it mcpvs's while this one writes sub-<label>/figures
+    _prepare_output_dir(settings)
     for label in t1w_inputs:
         try:
             check_tree(settings.output_dir / f"sub-{label}", settings.output_dir)

@@ -68,7 +68,9 @@ def test_model_selected_by_name_end_to_end(tiny_model_dir, shared_data, tmp_path
         tmp_path / "work",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "PVS method: nnunet" in proc.stderr  # auto picked the installed model, and said so
+    # auto picked the installed model, and the plan's line says so
+    plan_line = next(ln for ln in proc.stderr.splitlines() if "; method " in ln)
+    assert "method nnunet (" in plan_line and "(--method auto)" in plan_line, plan_line
 
     anat = out / "sub-01" / "anat"
     meta = json.loads((anat / "sub-01_space-T1w_desc-pvs_mask.json").read_text())

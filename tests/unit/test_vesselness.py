@@ -183,7 +183,10 @@ def test_anisotropic_voxels(mni_box):
 def test_real_head_phantom(philips_t1w, tmp_path):
     """Phantom in a real raw head (deepbet, N4, registered BG prior): Dice above a floor.
 
-    Measured Dice 0.89-0.91 on held-out heads (docs/builtin-method.md); the floor leaves margin.
+    This is the old fluid-dark preset (tubes at 0.3 x WM, sharp): the Frangi method had Dice
+    0.89-0.91 on it; the contrast method (the default since issue #15) has 0.649 on this head
+    and seed (cluster F1 below), its coverage rule trading the dark tubes' blurred edges for
+    faint real PVS (docs/builtin-method.md). The floors sit just below the measurement.
     """
     head = phantoms.prepare_head(philips_t1w, cache_dir=tmp_path)
     brain = head.brain_mask > 0
@@ -204,6 +207,7 @@ def test_real_head_phantom(philips_t1w, tmp_path):
     _, mask, _ = vesselness.segment_pvs(pre, head.regions, head.zooms, affine=head.affine)
     m = metrics.compare_masks(mask, ph.truth_mask, head.regions, zooms=head.zooms)
     assert m["all"]["true_volume_mm3"] > 500
-    assert m["all"]["dice"] > 0.75
-    assert m["all"]["cluster_f1"] > 0.7
+    figures = {k: round(m["all"][k], 3) for k in ("dice", "cluster_f1", "cluster_recall")}
+    assert m["all"]["dice"] > 0.6, figures
+    assert m["all"]["cluster_f1"] > 0.6, figures
     assert set(np.unique(head.regions[mask > 0])) <= {1, 2}
