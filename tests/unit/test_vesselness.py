@@ -184,9 +184,10 @@ def test_real_head_phantom(philips_t1w, tmp_path):
     """Phantom in a real raw head (deepbet, N4, registered BG prior): Dice above a floor.
 
     This is the old fluid-dark preset (tubes at 0.3 x WM, sharp): the Frangi method had Dice
-    0.89-0.91 on it; the contrast method (the default since issue #15) has 0.649 on this head
-    and seed (cluster F1 below), its coverage rule trading the dark tubes' blurred edges for
-    faint real PVS (docs/builtin-method.md). The floors sit just below the measurement.
+    0.89-0.91 on it; the contrast method (the default since issue #15) keeps a Dice above its
+    old 0.75 floor but its cluster F1 was 0.649 and 0.667 in two runs on this head and seed
+    (the PVS count is where it trades sharp tubes for faint real PVS, docs/builtin-method.md).
+    The floors sit below those measurements.
     """
     head = phantoms.prepare_head(philips_t1w, cache_dir=tmp_path)
     brain = head.brain_mask > 0
@@ -208,6 +209,6 @@ def test_real_head_phantom(philips_t1w, tmp_path):
     m = metrics.compare_masks(mask, ph.truth_mask, head.regions, zooms=head.zooms)
     assert m["all"]["true_volume_mm3"] > 500
     figures = {k: round(m["all"][k], 3) for k in ("dice", "cluster_f1", "cluster_recall")}
-    assert m["all"]["dice"] > 0.6, figures
+    assert m["all"]["dice"] > 0.7, figures
     assert m["all"]["cluster_f1"] > 0.6, figures
     assert set(np.unique(head.regions[mask > 0])) <= {1, 2}
