@@ -65,6 +65,9 @@ from scipy import ndimage as ndi
 from . import __version__, vesselness_frangi
 from .outputs.spec import Region
 
+# grid helpers shared with the first method (same resampling, same superior-axis rule)
+from .vesselness_frangi import _resample, _superior_axis
+
 METHOD_NAME = "vesselness"
 VARIANTS = ("contrast", "frangi")
 METHOD_DESCRIPTION = (
@@ -155,25 +158,6 @@ def _robust_sd(v: np.ndarray) -> float:
     if not len(v):
         return float("nan")
     return float(1.4826 * np.median(np.abs(v - np.median(v))))
-
-
-def _superior_axis(affine: np.ndarray | None) -> tuple[int, float]:
-    """Voxel axis closest to world superior and its sign (RAS+ world)."""
-    if affine is None:
-        return 2, 1.0
-    col = np.asarray(affine)[2, :3]
-    ax = int(np.argmax(np.abs(col)))
-    return ax, float(np.sign(col[ax]) or 1.0)
-
-
-def _resample(a: np.ndarray, factors, order: int, shape=None) -> np.ndarray:
-    if np.allclose(factors, 1.0) and shape is None:
-        return a
-    out = ndi.zoom(a, factors, order=order, mode="nearest", grid_mode=True)
-    if shape is not None and out.shape != tuple(shape):
-        pad = [(0, max(0, s - o)) for s, o in zip(shape, out.shape, strict=True)]
-        out = np.pad(out, pad, mode="edge")[: shape[0], : shape[1], : shape[2]]
-    return out
 
 
 def _world_lattice(ijk: np.ndarray, affine, lo, factors, every: int) -> np.ndarray:
