@@ -175,6 +175,78 @@ def _inferior_bg_cut(bg: np.ndarray, affine: np.ndarray) -> float:
     return float(lo + INFERIOR_BG_FRACTION * (hi - lo))
 
 
+@dataclass
+class TubeLayout:
+    """Where the tubes of a phantom may go (shared by :func:`insert_pvs` and
+    :func:`mcpvs_bidsapp.synthetic.realistic.insert_realistic_pvs`): the draw plan (region,
+    in the truth or an inferior BG distractor), the voxel pool each draw starts from, the mask
+    a tube must stay inside, and the WM tubes' radial centres (one per hemisphere, medial to
+    the BG: the lateral ventricles)."""
+
+    inv: np.ndarray
+    mid_x: float
+    centres: dict[str, np.ndarray]
+    plan: list[tuple[str, bool]]
+    pools: dict[tuple[str, bool], np.ndarray]
+    masks: dict[tuple[str, bool], np.ndarray]
+
+    def fits(self, mask: np.ndarray, occupied: np.ndarray, pts: np.ndarray) -> bool:
+        """All world points ``pts`` fall in ``mask`` and none on an ``occupied`` voxel."""
+        ijk = np.rint(pts @ self.inv[:3, :3].T + self.inv[:3, 3]).astype(int)
+        if np.any(ijk < 0) or np.any(ijk >= np.array(mask.shape)):
+            return False
+        return bool(mask[ijk[:, 0], ijk[:, 1], ijk[:, 2]].all()) and not bool(
+            occupied[ijk[:, 0], ijk[:, 1], ijk[:, 2]].any()
+        )
+
+
+def tube_layout(
+    affine: np.ndarray,
+    brain: np.ndarray,
+    wm: np.ndarray,
+    bg: np.ndarray,
+    n_total: int,
+    bg_fraction: float,
+    inferior_distractors: bool,
+) -> TubeLayout:
+    """The :class:`TubeLayout` of ``n_total`` tubes (no random draw: seeds are unaffected)."""
+    shape = brain.shape
+    # tubes must lie inside their region, eroded so that partial volume stays inside
+    wm_in = ndi.binary_erosion(wm, iterations=1)
+    bg_in = ndi.binary_erosion(bg, iterations=1)
+    z_cut = _inferior_bg_cut(bg, affine) if bg.any() else -np.inf
+    bg_world = _voxel_world(affine, np.argwhere(bg).astype(float)) if bg.any() else None
+    if bg_world is not None and len(bg_world):
+        mid_x = float(np.median(bg_world[:, 0]))
+        left = bg_world[bg_world[:, 0] < mid_x].mean(0)
+        right = bg_world[bg_world[:, 0] >= mid_x].mean(0)
+        centres = {
+            "L": np.array([0.5 * (left[0] + mid_x), left[1], left[2] + 8]),
+            "R": np.array([0.5 * (right[0] + mid_x), right[1], right[2] + 8]),
+        }
+    else:
+        c = _voxel_world(affine, np.argwhere(brain).mean(0)[None])[0]
+        mid_x = float(c[0])
+        centres = {"L": c, "R": c}
+    n_bg = int(round(bg_fraction * n_total)) if bg.any() else 0
+    n_wm = n_total - n_bg
+    n_dis = max(1, n_bg // 8) if (inferior_distractors and n_bg) else 0
+    bg_up = bg_in & (_world_axes(shape, affine)[2] >= z_cut) if n_bg else bg_in
+    bg_low = bg_in & ~bg_up
+    return TubeLayout(
+        inv=np.linalg.inv(affine),
+        mid_x=mid_x,
+        centres=centres,
+        plan=[("BG", True)] * n_bg + [("WM", True)] * n_wm + [("BG", False)] * n_dis,
+        pools={
+            ("BG", True): np.argwhere(bg_up),
+            ("WM", True): np.argwhere(wm_in),
+            ("BG", False): np.argwhere(bg_low),
+        },
+        masks={("BG", True): bg_in, ("WM", True): wm_in, ("BG", False): bg_low},
+    )
+
+
 def insert_pvs(
     t1w: np.ndarray,
     affine: np.ndarray,
@@ -214,46 +286,9 @@ def insert_pvs(
     if n_total == 0:
         return Phantom(img.copy(), np.zeros(shape, np.uint8), coverage, tubes)
 
-    # tubes must lie inside their region, eroded so that partial volume stays inside
-    wm_in = ndi.binary_erosion(wm, iterations=1)
-    bg_in = ndi.binary_erosion(bg, iterations=1)
-    z_cut = _inferior_bg_cut(bg, affine) if bg.any() else -np.inf
-    inv = np.linalg.inv(affine)
-    # radial centres for WM tubes: one per hemisphere, medial to the BG (the lateral ventricles)
-    bg_world = _voxel_world(affine, np.argwhere(bg).astype(float)) if bg.any() else None
-    if bg_world is not None and len(bg_world):
-        mid_x = float(np.median(bg_world[:, 0]))
-        left = bg_world[bg_world[:, 0] < mid_x].mean(0)
-        right = bg_world[bg_world[:, 0] >= mid_x].mean(0)
-        centres = {
-            "L": np.array([0.5 * (left[0] + mid_x), left[1], left[2] + 8]),
-            "R": np.array([0.5 * (right[0] + mid_x), right[1], right[2] + 8]),
-        }
-    else:
-        c = _voxel_world(affine, np.argwhere(brain).mean(0)[None])[0]
-        mid_x = float(c[0])
-        centres = {"L": c, "R": c}
+    layout = tube_layout(affine, brain, wm, bg, n_total, bg_fraction, inferior_distractors)
+    mid_x, centres, plan, pools = layout.mid_x, layout.centres, layout.plan, layout.pools
     occupied = np.zeros(shape, bool)
-
-    def inside(mask: np.ndarray, pts: np.ndarray) -> bool:
-        ijk = np.rint(pts @ inv[:3, :3].T + inv[:3, 3]).astype(int)
-        if np.any(ijk < 0) or np.any(ijk >= np.array(shape)):
-            return False
-        return bool(mask[ijk[:, 0], ijk[:, 1], ijk[:, 2]].all()) and not bool(
-            occupied[ijk[:, 0], ijk[:, 1], ijk[:, 2]].any()
-        )
-
-    n_bg = int(round(bg_fraction * n_total)) if bg.any() else 0
-    n_wm = n_total - n_bg
-    n_dis = max(1, n_bg // 8) if (inferior_distractors and n_bg) else 0
-    bg_up = bg_in & (_world_axes(shape, affine)[2] >= z_cut) if n_bg else bg_in
-    bg_low = bg_in & ~bg_up
-    plan = [("BG", True)] * n_bg + [("WM", True)] * n_wm + [("BG", False)] * n_dis
-    pools = {
-        ("BG", True): np.argwhere(bg_up),
-        ("WM", True): np.argwhere(wm_in),
-        ("BG", False): np.argwhere(bg_low),
-    }
     for region, in_truth in plan:
         pool = pools[(region, in_truth)]
         if len(pool) == 0:
@@ -277,8 +312,8 @@ def insert_pvs(
             cp = np.stack([p0 - 0.5 * length * d, mid, p0 + 0.5 * length * d])
             cp[1] = 2 * mid - 0.5 * (cp[0] + cp[2])  # Bézier passes through ``mid``
             line = _bezier(cp, 24)
-            rmask = (bg_in if in_truth else bg_low) if region == "BG" else wm_in
-            if not inside(rmask, line):
+            rmask = layout.masks[(region, in_truth)]
+            if not layout.fits(rmask, occupied, line):
                 continue
             sl, cov = tube_coverage(shape, affine, cp, radius)
             region_sl = (bg if region == "BG" else wm)[sl]

@@ -51,12 +51,11 @@ from ..outputs.spec import Region
 from .phantoms import (
     LOADS,
     _bezier,
-    _inferior_bg_cut,
     _jitter,
     _unit,
     _voxel_world,
-    _world_axes,
     tube_coverage,
+    tube_layout,
 )
 
 #: default PSF FWHM range (mm) of a 1 mm 3D T1w; one value is drawn per phantom
@@ -233,43 +232,9 @@ def insert_realistic_pvs(
         for m in mimic_masks.values():
             occ |= ndi.binary_dilation(m, iterations=max(1, int(round(3.0 / zooms.min()))))
     if n_total:
-        wm_in = ndi.binary_erosion(wm, iterations=1)
-        bg_in = ndi.binary_erosion(bg, iterations=1)
-        z_cut = _inferior_bg_cut(bg, affine) if bg.any() else -np.inf
-        inv = np.linalg.inv(affine)
-        bg_world = _voxel_world(affine, np.argwhere(bg).astype(float)) if bg.any() else None
-        if bg_world is not None and len(bg_world):
-            mid_x = float(np.median(bg_world[:, 0]))
-            left = bg_world[bg_world[:, 0] < mid_x].mean(0)
-            right = bg_world[bg_world[:, 0] >= mid_x].mean(0)
-            centres = {
-                "L": np.array([0.5 * (left[0] + mid_x), left[1], left[2] + 8]),
-                "R": np.array([0.5 * (right[0] + mid_x), right[1], right[2] + 8]),
-            }
-        else:
-            c = _voxel_world(affine, np.argwhere(brain).mean(0)[None])[0]
-            mid_x = float(c[0])
-            centres = {"L": c, "R": c}
+        layout = tube_layout(affine, brain, wm, bg, n_total, bg_fraction, inferior_distractors)
+        mid_x, centres, plan, pools = layout.mid_x, layout.centres, layout.plan, layout.pools
 
-        def inside(mask: np.ndarray, pts: np.ndarray) -> bool:
-            ijk = np.rint(pts @ inv[:3, :3].T + inv[:3, 3]).astype(int)
-            if np.any(ijk < 0) or np.any(ijk >= np.array(shape)):
-                return False
-            return bool(mask[ijk[:, 0], ijk[:, 1], ijk[:, 2]].all()) and not bool(
-                occ[ijk[:, 0], ijk[:, 1], ijk[:, 2]].any()
-            )
-
-        n_bg = int(round(bg_fraction * n_total)) if bg.any() else 0
-        n_wm = n_total - n_bg
-        n_dis = max(1, n_bg // 8) if (inferior_distractors and n_bg) else 0
-        bg_up = bg_in & (_world_axes(shape, affine)[2] >= z_cut) if n_bg else bg_in
-        bg_low = bg_in & ~bg_up
-        plan = [("BG", True)] * n_bg + [("WM", True)] * n_wm + [("BG", False)] * n_dis
-        pools = {
-            ("BG", True): np.argwhere(bg_up),
-            ("WM", True): np.argwhere(wm_in),
-            ("BG", False): np.argwhere(bg_low),
-        }
         for region, in_truth in plan:
             pool = pools[(region, in_truth)]
             if len(pool) == 0:
@@ -295,8 +260,8 @@ def insert_realistic_pvs(
                 mid = p0 + 0.5 * length * d + (0 if dot else 1) * bend
                 cp = np.stack([p0 - 0.5 * length * d, mid, p0 + 0.5 * length * d])
                 cp[1] = 2 * mid - 0.5 * (cp[0] + cp[2])
-                rmask = (bg_in if in_truth else bg_low) if region == "BG" else wm_in
-                if not inside(rmask, _bezier(cp, 24)):
+                rmask = layout.masks[(region, in_truth)]
+                if not layout.fits(rmask, occ, _bezier(cp, 24)):
                     continue
                 sl, cov = tube_coverage(shape, affine, cp, radius)
                 cov = cov * (bg if region == "BG" else wm)[sl]
