@@ -162,25 +162,31 @@ def trained_model_folder(workdir: Path) -> Path:
     return workdir / "nnUNet_results" / DATASET_NAME / TRAINED_FOLDER
 
 
-def build_tiny_model(workdir: Path) -> Path:
-    """Build the model in a child process (once: a finished ``workdir`` is reused)."""
+def build_in_child(script: Path, workdir: Path, env: dict, what: str) -> Path:
+    """Run ``python SCRIPT WORKDIR`` once (a finished ``workdir`` is reused): nnU-Net reads its
+    folders from the environment at import, so each builder runs in a process of its own."""
     import subprocess
 
     done = workdir / "done"
     if not done.exists():
         workdir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            [sys.executable, str(Path(__file__).absolute()), str(workdir)],
-            env=build_env(workdir),
+            [sys.executable, str(Path(script).absolute()), str(workdir)],
+            env=env,
             capture_output=True,
             text=True,
-            timeout=1800,  # ~1.5 min on two free cores; far more on a busy machine
+            timeout=1800,  # ~1-1.5 min on two free cores; far more on a busy machine
         )
         (workdir / "build.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
-            raise RuntimeError(f"building the tiny nnU-Net model failed:\n{proc.stderr[-3000:]}")
+            raise RuntimeError(f"building {what} failed:\n{proc.stderr[-3000:]}")
         done.write_text("ok")
     return workdir
+
+
+def build_tiny_model(workdir: Path) -> Path:
+    """Build the model in a child process (once: a finished ``workdir`` is reused)."""
+    return build_in_child(Path(__file__), workdir, build_env(workdir), "the tiny nnU-Net model")
 
 
 if __name__ == "__main__":

@@ -210,23 +210,9 @@ def trained_model_folder(workdir: Path) -> Path:
 
 def build_tiny_v1_model(workdir: Path) -> Path:
     """Build the model in a child process (once: a finished ``workdir`` is reused)."""
-    import subprocess
+    from nnunet_tiny import build_in_child  # tests/ is on sys.path (conftest, PYTHONPATH)
 
-    done = workdir / "done"
-    if not done.exists():
-        workdir.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).absolute()), str(workdir)],
-            env=build_env(workdir),
-            capture_output=True,
-            text=True,
-            timeout=1800,
-        )
-        (workdir / "build.log").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            raise RuntimeError(f"building the tiny nnU-Net v1 model failed:\n{proc.stderr[-3000:]}")
-        done.write_text("ok")
-    return workdir
+    return build_in_child(Path(__file__), workdir, build_env(workdir), "the tiny nnU-Net v1 model")
 
 
 def v1_predict(model_folder: Path, in_dir: Path, out_dir: Path, *, folds, tta: bool, step: float,
