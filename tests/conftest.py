@@ -6,19 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")  # no online version check from Nipype
 
 #: ../shared/data beside the project checkout (read-only in CI)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _session_dir(tmp_path_factory) -> Path:
-    """A temp folder of this test session that every pytest-xdist worker shares (each worker
-    has its own basetemp below one common parent), for fixtures built once per session."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
@@ -42,9 +34,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from nnunet_tiny import build_tiny_model
 
     cache = os.environ.get("MCPVS_TEST_NNUNET_CACHE")
-    workdir = Path(cache) if cache else _session_dir(tmp_path_factory) / "tiny_nnunet"
-    with FileLock(f"{workdir}.lock"):  # one build for all test processes
-        return build_tiny_model(workdir)
+    workdir = Path(cache) if cache else tmp_path_factory.getbasetemp() / "tiny_nnunet"
+    return build_tiny_model(workdir)
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +50,8 @@ def tiny_v1_model_dir(tmp_path_factory) -> Path:
     from nnunet_v1_tiny import build_tiny_v1_model
 
     cache = os.environ.get("MCPVS_TEST_NNUNET_V1_CACHE")
-    workdir = Path(cache) if cache else _session_dir(tmp_path_factory) / "tiny_nnunet_v1"
-    with FileLock(f"{workdir}.lock"):
-        return build_tiny_v1_model(workdir)
+    workdir = Path(cache) if cache else tmp_path_factory.getbasetemp() / "tiny_nnunet_v1"
+    return build_tiny_v1_model(workdir)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -67,9 +67,9 @@ def init_t1w_wf(plan: RunPlan, t1w: T1wInput, *, name: str | None = None) -> pe.
         method=plan.method, options=plan.method_options, omp_nthreads=omp, n_voxels=n_voxels
     )
     measures = pe.Node(PVSMeasures(), name="measures", mem_gb=shared_step_gb("measures", n_voxels))
-    caveats = getattr(plan.segmenter, "qc_caveats", None)
-    if caveats is not None and caveats(plan):
-        measures.inputs.caveats = caveats(plan)
+    caveats = getattr(plan.segmenter, "qc_caveats", lambda plan: [])(plan)
+    if caveats:
+        measures.inputs.caveats = caveats
     if t1w.wmh_file:  # on the input grid; the steps run on the RAS+ copy (orientation.py)
         wmh = pe.Node(
             ToCanonical(in_file=str(t1w.wmh_file)),
