@@ -145,7 +145,7 @@ def build(head, preset, load, seed, real, n4_shrink=0, occupied=None) -> dict:
 REFERENCE_PARAMS: dict = {
     "variant": "contrast", "z_seed": 3.0, "c_seed_z": 2.5, "voxel_fraction": 0.5,
     "min_cluster_mm3": 2.0, "voxel_coverage": 0.0, "voxel_grow": 1.0, "volume_mm": 0.0,
-    "seed_rule": "none", "peak_mm": 0.0,
+    "seed_rule": "none", "peak_mm": 0.0, "fluid_reference": 0.0, "edge_cluster_mm": 0.0,
 }  # fmt: skip
 #: the clean head's own dark spots: contrast to the robust local background at least this
 #: after a 0.35 mm smoothing

@@ -14,6 +14,13 @@ noise finds them on a clean image and stays quiet on a noisy one.
 
 Steps (all sizes in mm; anisotropic images are filtered on an isotropic grid):
 
+0. **Fluid ratio** (1 − fluid / WM) of this image, measured in its fluid bodies (step 7);
+   the coverage threshold and the fluid-volume rule are fractions of it, because partial
+   volume mixes tissue and fluid linearly in the acquired signal. Opt-in
+   ``fluid_reference`` > 0: first a power curve about WM that takes the fluid ratio to that
+   reference (a vendor-like gamma undone; measured in docs/builtin-method.md, off by
+   default because a real head's fluid ratio is physics, not a curve: 0.23 Philips, 0.20
+   arc2017, 0.34 the MNI template).
 1. **Robust local background per region** (BG, WM): normalised Gaussian convolution over the
    region's voxels, computed twice, the second time without the voxels darker than the first
    estimate by ``background_exclude`` (so PVS do not darken their own background).
@@ -41,7 +48,9 @@ Steps (all sizes in mm; anisotropic images are filtered on an isotropic grid):
    ``min_cluster_mm3``-``max_cluster_mm3``; no fluid-dark core wider than ``max_radius_mm``
    (lacunes); not in hypointense WM (``wmh_background``, WMH on T1w); none in the lowest 25 %
    of the BG; fluid-dark in the striatal-bridge zone between caudate and putamen; an
-   ``edge_mm`` band along BG ∪ WM excluded (cortex, ventricles).
+   ``edge_mm`` band along BG ∪ WM excluded (cortex, ventricles), and clusters lying wholly
+   within ``edge_cluster_mm`` of that border dropped (its partial volume with GM: gyral
+   crowns, sulcal fundi).
 7. **Cavities and lesions**: fluid bodies (image < ``fluid_level`` × WM, at least
    2 × ``fluid_body_mm`` across: ventricles, infarct cavities, lacunes ≥ 3 mm) and a given
    lesion mask exclude every BG/WM voxel within ``fluid_rim_mm`` / ``lesion_rim_mm``: a
@@ -76,6 +85,10 @@ METHOD_DESCRIPTION = (
     "rule and connected-component rules after the mcPVS-Net annotation protocol (no lowest "
     "BG, no lacune/WMH-like blobs, no region-edge, cavity-wall or striatal-bridge mimics)."
 )
+#: fluid/WM ratio assumed for an image without measurable fluid bodies (the phantoms' 0.25-0.35)
+FLUID_RATIO_FALLBACK = 0.3
+#: at most this many rounds of measuring the fluid ratio and standardising to the reference
+STANDARDISE_ITERATIONS = 4
 #: inferior fraction of the BG extent where PVS are normal and were not annotated
 INFERIOR_BG_FRACTION = 0.25
 
@@ -96,6 +109,7 @@ DEFAULT_PARAMS: dict[str, object] = {
     "voxel_fraction": 0.65,
     "peak_mm": 0.0,
     "voxel_coverage": 0.30,
+    "fluid_reference": 0.0,
     "voxel_smooth_mm": 0.35,
     "voxel_z": 4.0,
     "voxel_rule": "union",
@@ -108,6 +122,7 @@ DEFAULT_PARAMS: dict[str, object] = {
     "max_cluster_mm3": 400.0,
     "max_radius_mm": 2.0,
     "edge_mm": 1.0,
+    "edge_cluster_mm": 0.0,
     "csf_edge_mm": 0.0,
     "csf_level": 0.6,
     "wmh_background": 0.82,
@@ -218,6 +233,37 @@ def fluid_bodies(image: np.ndarray, regions: np.ndarray, iso: float, p: Mapping)
     return fluid & (ndi.distance_transform_edt(~core) <= r + 0.5)
 
 
+def _fluid_ratio(img: np.ndarray, bodies: np.ndarray, ref: np.ndarray) -> tuple[float, bool]:
+    """Fluid / WM intensity ratio of this image: median of the fluid bodies' interior (one
+    voxel in from their border) over the median of ``ref``; ``(FLUID_RATIO_FALLBACK, False)``
+    when the image has too little fluid to measure it (a crop without ventricles)."""
+    core = ndi.binary_erosion(bodies, iterations=1) if bodies.any() else bodies
+    if core.sum() <= 100 or not ref.any():
+        return FLUID_RATIO_FALLBACK, False
+    ratio = float(np.median(img[core]) / np.median(img[ref]))
+    return float(np.clip(ratio, 0.05, 0.6)), True
+
+
+def _standardise_contrast(
+    img: np.ndarray, ratio: float, wm_level: float, reference: float
+) -> tuple[np.ndarray, float]:
+    """Power curve about the WM level that takes this image's fluid/WM ``ratio`` to
+    ``reference``: (img / wm) ** k × wm with k = log(reference) / log(ratio).
+
+    Why: scanners and vendors' reconstructions differ in T1w contrast by more than a linear
+    scale (the benchmark's vendor-like gamma 0.85-1.15 of ``synthetic.phantoms.degrade``
+    moved this method's volume by 10-19 % without it, issue #15), and a power curve is the
+    one-parameter model of that difference that keeps WM at WM and fluid at fluid. Near WM,
+    where PVS sit, it scales contrast and noise alike by k, so the noise-unit thresholds are
+    unchanged by it; it acts on what is absolute: the coverage threshold, the fluid-volume
+    rule, the WMH and bridge rules. A true linear difference in fluid contrast is taken for
+    a curve too: 0.35 instead of 0.3 moves the coverage threshold by about 5 %.
+    """
+    k = float(np.clip(np.log(reference) / np.log(ratio), 0.5, 2.0))
+    x = np.clip(img / max(wm_level, 1e-6), 0.0, None)
+    return (np.power(x, k) * wm_level).astype(np.float32), k
+
+
 def segment_pvs(
     image: np.ndarray,
     regions: np.ndarray,
@@ -277,6 +323,29 @@ def segment_pvs(
     mm = 1.0 / iso  # voxels per mm
     s26 = np.ones((3, 3, 3), bool)
 
+    e = int(round(p["edge_mm"] * mm))
+    inner = ndi.binary_erosion(roi, structure=_ball(e), border_value=0) if e > 0 else roi
+    # WM away from the region edges: where the image's noise and WM level are read
+    ref = inner & wm if (inner & wm).any() else inner
+
+    # 0. this image's fluid-to-WM ratio; its intensities standardised to fluid_reference
+    bodies = fluid_bodies(img, reg, iso, p)
+    ratio, measured_ratio = _fluid_ratio(img, bodies, ref)
+    measured["fluid_ratio"] = ratio
+    if p["fluid_reference"] > 0 and measured_ratio:
+        # the fluid bodies are read with an absolute threshold, so the ratio is measured
+        # again on the standardised image, until it agrees with the reference
+        k_total = 1.0
+        for _ in range(STANDARDISE_ITERATIONS):
+            wm_level = float(np.median(img[ref]))
+            img, k = _standardise_contrast(img, ratio, wm_level, p["fluid_reference"])
+            k_total *= k
+            bodies = fluid_bodies(img, reg, iso, p)
+            ratio = _fluid_ratio(img, bodies, ref)[0]
+            if abs(ratio - p["fluid_reference"]) < 0.002:
+                break
+        measured.update(contrast_exponent=k_total, fluid_ratio_standardised=ratio)
+
     # 1. robust local background per region, two passes
     bsig = p["background_sigma_mm"] * mm
     back = np.zeros_like(img)
@@ -292,14 +361,11 @@ def segment_pvs(
     csm = np.where(roi, csm, 0.0).astype(np.float32)
 
     # 7 (first, it shapes the search region). fluid bodies and lesions, with their rims
-    bodies = fluid_bodies(img, reg, iso, p)
     excl = np.zeros_like(roi)
     if bodies.any():
         excl |= ndi.distance_transform_edt(~bodies) * iso <= p["fluid_rim_mm"]
     if les is not None and les.any():
         excl |= les | (ndi.distance_transform_edt(~les) * iso <= p["lesion_rim_mm"])
-    e = int(round(p["edge_mm"] * mm))
-    inner = ndi.binary_erosion(roi, structure=_ball(e), border_value=0) if e > 0 else roi
     if p["csf_edge_mm"] > 0:
         # a wider band along CSF (sulci, ventricles, cisterns: dark tissue outside BG and WM):
         # its partial volume makes a dark rim there that no annotator drew
@@ -309,7 +375,6 @@ def segment_pvs(
     search = inner & ~excl
 
     # 2. this image's noise (robust SD in WM away from edges)
-    ref = inner & wm if (inner & wm).any() else inner
     sd_c = _robust_sd(csm[ref])
     measured["contrast_noise_sd"] = sd_c
 
@@ -366,11 +431,8 @@ def segment_pvs(
         cv = _normalised_smooth(contrast.astype(np.float32), roi, p["voxel_smooth_mm"] * mm)
         cv = np.where(roi, cv, 0.0)
         sd_v = _robust_sd(cv[ref])
-        core = ndi.binary_erosion(bodies, iterations=1) if bodies.any() else bodies
-        ratio = float(np.median(img[core]) / np.median(img[ref])) if core.sum() > 100 else 0.3
-        ratio = float(np.clip(ratio, 0.05, 0.6))
         t_abs = max(p["voxel_coverage"] * (1.0 - ratio), p["voxel_z"] * sd_v)
-        measured.update(fluid_ratio=ratio, voxel_noise_sd=sd_v, voxel_threshold=t_abs)
+        measured.update(voxel_noise_sd=sd_v, voxel_threshold=t_abs)
         absolute = search & (cv >= t_abs)
         if p["voxel_grow"] < 1.0:
             # hysteresis: voxels down to voxel_grow x the threshold, connected to a voxel above
@@ -412,6 +474,11 @@ def segment_pvs(
                 sub_ = np.pad((lab[sl] == i + 1) & fluidish[sl], 1)
                 if sub_.any() and ndi.distance_transform_edt(sub_).max() * iso > p["max_radius_mm"]:
                     keep[i] = False
+        if p["edge_cluster_mm"] > 0:
+            # a cluster wholly within edge_cluster_mm of the BG/WM border is the border's own
+            # partial volume (a gyral crown, a sulcal fundus): no part of it lies deeper
+            depth = ndi.distance_transform_edt(roi) * iso
+            keep &= np.asarray(ndi.maximum(depth, lab, ids)) >= p["edge_cluster_mm"]
         frac_wm = np.asarray(ndi.mean(wm.astype(float), lab, ids))
         bmean = np.asarray(ndi.mean(back, lab, ids))
         keep &= ~((frac_wm > 0.5) & (bmean < p["wmh_background"]))

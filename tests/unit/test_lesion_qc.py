@@ -166,8 +166,13 @@ def test_builtin_method_on_fast_regions_carries_a_flag(tmp_path, regions):
     plan = Settings.from_options(
         tmp_path / "bids", tmp_path / "out", "participant", method="vesselness", regions=regions
     ).resolve()
-    node = init_t1w_wf(plan, t1w).get_node("measures")
+    wf = init_t1w_wf(plan, t1w)
+    node = wf.get_node("measures")
     caveats = node.inputs.caveats if regions == "fast" else []
+    # on fast regions the method also drops clusters held in the region's outer 2.5 mm
+    seg = wf.get_node("segment_wf").get_node("vesselness")
+    want = {"edge_cluster_mm": 2.5} if regions == "fast" else {}
+    assert dict(seg.inputs.parameters or {}) == want
     assert [c["flag"] for c in caveats or []] == (["coarse_regions"] if regions == "fast" else [])
     if regions == "samseg":
         assert not node.inputs.caveats  # undefined: no caveat

@@ -51,6 +51,30 @@ def test_labels_to_regions_codes_and_holes():
     assert not dseg[brain == 0].any()
 
 
+def test_fast_wm_closing_fills_pvs_in_deep_wm_but_does_not_bridge_gyri():
+    """The fast regions' WM-intensity mask is closed to keep dark PVS inside, but only where
+    the warped WM prior says deep WM: closed everywhere it bridged thin gyri (issue #15)."""
+    from mcpvs_bidsapp.methods.regions.atlas import CLOSING_MIN_PRIOR, _wm_intensity_mask
+
+    shape = (40, 60, 30)
+    t1w = np.full(shape, 0.6, np.float32)  # GM-like
+    prior = np.full(shape, 0.3, np.float32)
+    t1w[5:35, 5:25, 5:25] = 1.0  # deep WM with a 2-voxel dark PVS-like line
+    prior[5:35, 5:25, 5:25] = CLOSING_MIN_PRIOR + 0.3
+    t1w[10:30, 14:16, 14:16] = 0.6
+    t1w[5:35, 30:38, 5:25] = 1.0  # two gyri across a 4-voxel sulcus (GM, CSF, CSF, GM)
+    t1w[5:35, 42:50, 5:25] = 1.0
+    t1w[5:35, 39:41, 5:25] = 0.3
+    prior[5:35, 30:50, 5:25] = CLOSING_MIN_PRIOR - 0.2
+    brain = np.ones(shape, bool)
+    pvs = (slice(12, 28), slice(14, 16), slice(14, 16))
+    sulcus = (slice(8, 32), slice(38, 42), slice(8, 22))
+    old = _wm_intensity_mask(t1w, brain)  # closed everywhere
+    assert old[pvs].all() and old[sulcus].all()
+    new = _wm_intensity_mask(t1w, brain, prior)
+    assert new[pvs].all() and not new[sulcus].any()
+
+
 def test_read_sbtiv(tmp_path):
     good = tmp_path / "sbtiv.stats"
     good.write_text("# Measure Intra-Cranial, 1534567.250000, mm^3\n")

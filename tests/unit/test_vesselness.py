@@ -100,6 +100,70 @@ def test_respects_region_masks(mni_box):
     assert m0.sum() == 0 and p0.max() == 0
 
 
+def _block_with_two_dots(seed=5):
+    """A WM block (region 2, intensity 1) in GM-like tissue (0.65) with two faint blurred dots
+    (35 % dips): one 16 mm deep, one in the block's outermost 1-2 voxels."""
+    from scipy import ndimage as ndi
+
+    shape = (48, 48, 48)
+    reg = np.full(shape, 3, np.uint8)
+    reg[8:40, 8:40, 8:40] = 2
+    img = np.where(reg == 2, 1.0, 0.65).astype(np.float32)
+    g = np.indices(shape).astype(np.float32)
+
+    def dot(c, r):
+        return 0.35 * np.exp(-sum((g[i] - c[i]) ** 2 for i in range(3)) / (2 * r * r))
+
+    img -= dot((24, 24, 24), 0.9) + dot((24, 8.4, 24), 0.7)
+    rng = np.random.default_rng(seed)
+    img = ndi.gaussian_filter(img, 0.6) + rng.normal(0, 0.02, shape).astype(np.float32)
+    return img.astype(np.float32), reg
+
+
+def test_clusters_wholly_at_the_region_edge_are_dropped():
+    """edge_cluster_mm: a cluster none of whose voxels lies deeper than that inside BG/WM is
+    the border's partial volume (the demo's and the fast regions' false alarms, issue #15);
+    the same dot deep in the WM is kept."""
+    img, reg = _block_with_two_dots()
+    deep = (slice(23, 26), slice(23, 26), slice(23, 26))
+    edge = (slice(22, 27), slice(8, 12), slice(22, 27))
+    _, without, _ = vesselness.segment_pvs(img, reg, (1, 1, 1), params={"edge_cluster_mm": 0.0})
+    assert without[deep].any() and without[edge].any()
+    _, with_rule, _ = vesselness.segment_pvs(img, reg, (1, 1, 1), params={"edge_cluster_mm": 2.5})
+    assert with_rule[deep].any() and not with_rule[edge].any()
+
+
+def test_fluid_reference_undoes_a_vendor_like_gamma(mni_box):
+    """``fluid_reference`` (opt-in) standardises the image's fluid/WM ratio with a power curve
+    about WM, so a gamma of 0.85 or 1.15 (``phantoms.degrade``) moves the volume much less.
+    Measured on this box (realistic moderate load, seed 1, noise 0.02): volume change for
+    gamma 0.85 / 1.15 -14 % / +23 % without, -1 % / +6 % with (docs/builtin-method.md)."""
+    from mcpvs_bidsapp.synthetic import realistic
+
+    t, aff, brain, regions = mni_box
+    ph = realistic.insert_realistic_pvs(
+        t, aff, brain, regions == 2, regions == 1, load="moderate", seed=1, regions=regions
+    )
+    change = {}
+    for ref in (0.0, 0.3):
+        vols = []
+        for gamma in (1.0, 0.85, 1.15):
+            img = phantoms.degrade(
+                ph.image, seed=12, bias_strength=0.2, noise_sd=0.02, contrast_gamma=gamma,
+                mask=brain,
+            )  # fmt: skip
+            img = img / np.median(img[ph.regions == 2])
+            _, mask, used = vesselness.segment_pvs(
+                img, ph.regions, (1, 1, 1), affine=aff, params={"fluid_reference": ref}
+            )
+            vols.append(int(mask.sum()))
+        change[ref] = max(abs(v - vols[0]) / vols[0] for v in vols[1:])
+        if ref:
+            assert used["measured"]["fluid_ratio_standardised"] == pytest.approx(ref, abs=0.01)
+    assert change[0.0] > 0.1  # the gamma does move the linear model's volume
+    assert change[0.3] < 0.1 and change[0.3] < 0.5 * change[0.0]
+
+
 def test_deterministic(mni_box):
     t, aff, brain, regions = mni_box
     ph, img = _phantom(mni_box, 30, seed=2)
