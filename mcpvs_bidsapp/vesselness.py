@@ -250,14 +250,16 @@ def _standardise_contrast(
     """Power curve about the WM level that takes this image's fluid/WM ``ratio`` to
     ``reference``: (img / wm) ** k × wm with k = log(reference) / log(ratio).
 
-    Why: scanners and vendors' reconstructions differ in T1w contrast by more than a linear
-    scale (the benchmark's vendor-like gamma 0.85-1.15 of ``synthetic.phantoms.degrade``
-    moved this method's volume by 10-19 % without it, issue #15), and a power curve is the
-    one-parameter model of that difference that keeps WM at WM and fluid at fluid. Near WM,
+    For ``fluid_reference`` (opt-in): an input remapped by a non-linear curve (the
+    benchmark's vendor-like gamma 0.85-1.15 of ``synthetic.phantoms.degrade`` moved this
+    method's volume by 12-16 % on the phantoms' heads) is brought back to one contrast; a
+    power curve is the one-parameter model that keeps WM at WM and fluid at fluid. Near WM,
     where PVS sit, it scales contrast and noise alike by k, so the noise-unit thresholds are
-    unchanged by it; it acts on what is absolute: the coverage threshold, the fluid-volume
-    rule, the WMH and bridge rules. A true linear difference in fluid contrast is taken for
-    a curve too: 0.35 instead of 0.3 moves the coverage threshold by about 5 %.
+    unchanged; it acts on what is absolute: the coverage threshold, the fluid-volume rule,
+    the WMH and bridge rules. Why it is off by default: a true linear difference in fluid
+    contrast (sequence, field strength) is taken for a curve too, and the two real report
+    heads (fluid ratios 0.24, 0.19) lost 20-29 % of their volume with reference 0.3
+    (docs/builtin-method.md).
     """
     k = float(np.clip(np.log(reference) / np.log(ratio), 0.5, 2.0))
     x = np.clip(img / max(wm_level, 1e-6), 0.0, None)
