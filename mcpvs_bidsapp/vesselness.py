@@ -337,9 +337,9 @@ def segment_pvs(
     if p["fluid_reference"] > 0 and measured_ratio:
         # the fluid bodies are read with an absolute threshold, so the ratio is measured
         # again on the standardised image, until it agrees with the reference
-        k_total = 1.0
+        # a monotone curve about the WM median keeps that median: read it once
+        k_total, wm_level = 1.0, float(np.median(img[ref]))
         for _ in range(STANDARDISE_ITERATIONS):
-            wm_level = float(np.median(img[ref]))
             img, k = _standardise_contrast(img, ratio, wm_level, p["fluid_reference"])
             k_total *= k
             bodies = fluid_bodies(img, reg, iso, p)

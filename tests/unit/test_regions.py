@@ -69,7 +69,7 @@ def test_fast_wm_closing_fills_pvs_in_deep_wm_but_does_not_bridge_gyri():
     brain = np.ones(shape, bool)
     pvs = (slice(12, 28), slice(14, 16), slice(14, 16))
     sulcus = (slice(8, 32), slice(38, 42), slice(8, 22))
-    old = _wm_intensity_mask(t1w, brain)  # closed everywhere
+    old = _wm_intensity_mask(t1w, brain, np.ones_like(prior))  # closed everywhere
     assert old[pvs].all() and old[sulcus].all()
     new = _wm_intensity_mask(t1w, brain, prior)
     assert new[pvs].all() and not new[sulcus].any()

@@ -233,17 +233,13 @@ def priors_to_regions(
 CLOSING_MIN_PRIOR = 0.6
 
 
-def _wm_intensity_mask(
-    t1w: np.ndarray, brain: np.ndarray, wm_prior: np.ndarray | None = None
-) -> np.ndarray:
+def _wm_intensity_mask(t1w: np.ndarray, brain: np.ndarray, wm_prior: np.ndarray) -> np.ndarray:
     from skimage.filters import threshold_multiotsu
 
     smooth = ndi.gaussian_filter(t1w.astype(np.float32), 0.75)
     thr = threshold_multiotsu(smooth[brain], classes=3)
     wm = (smooth > thr[-1]) & brain
     closed = ndi.binary_closing(wm, iterations=2) & brain
-    if wm_prior is None:
-        return closed
     return wm | (closed & (wm_prior > CLOSING_MIN_PRIOR))
 
 
