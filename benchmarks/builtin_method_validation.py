@@ -146,6 +146,7 @@ REFERENCE_PARAMS: dict = {
     "variant": "contrast", "z_seed": 3.0, "c_seed_z": 2.5, "voxel_fraction": 0.5,
     "min_cluster_mm3": 2.0, "voxel_coverage": 0.0, "voxel_grow": 1.0, "volume_mm": 0.0,
     "seed_rule": "none", "peak_mm": 0.0, "fluid_reference": 0.0, "edge_cluster_mm": 0.0,
+    "c_seed_min": 0.06, "voxel_z": 4.0, "cluster_model": "",
 }  # fmt: skip
 #: the clean head's own dark spots: contrast to the robust local background at least this
 #: after a 0.35 mm smoothing
@@ -169,7 +170,10 @@ def head_dark_spots(head) -> np.ndarray:
     vessels and texture that were in the head before any phantom PVS. Method-independent
     (the background is the method's robust local background, which has no threshold)."""
     dbg: dict = {}
-    vesselness.segment_pvs(head.image, head.regions, head.zooms, affine=head.affine, debug=dbg)
+    vesselness.segment_pvs(
+        head.image, head.regions, head.zooms, affine=head.affine,
+        params={"cluster_model": ""}, debug=dbg,
+    )  # fmt: skip
     back = np.zeros(head.regions.shape, np.float32)
     back[dbg["crop"]] = dbg["back"]
     roi = (head.regions == Region.BG) | (head.regions == Region.WM)

@@ -50,7 +50,14 @@ Steps (all sizes in mm; anisotropic images are filtered on an isotropic grid):
    of the BG; fluid-dark in the striatal-bridge zone between caudate and putamen; an
    ``edge_mm`` band along BG ∪ WM excluded (cortex, ventricles), and clusters lying wholly
    within ``edge_cluster_mm`` of that border dropped (its partial volume with GM: gyral
-   crowns, sulcal fundi).
+   crowns, sulcal fundi). Last, the **learned cluster rule** (``cluster_model``,
+   :mod:`.vesselness_clusters`): a logistic model over 14 features of each remaining cluster
+   (size, contrast and response in noise units, depth, distance to fluid, shape) keeps it
+   when P(PVS) ≥ its threshold (``cluster_threshold`` 0: the model's own). The seed and
+   coverage thresholds above are set low (seeds 3 / 2 noise SDs, coverage 0.22) so that faint
+   PVS become candidates, and the model removes the noise blobs that come with them;
+   ``cluster_model`` "" switches it off (then raise ``z_seed`` 4, ``c_seed_z`` 3,
+   ``c_seed_min`` 0.06, ``voxel_coverage`` 0.30, ``voxel_z`` 4 for the earlier hand-set method).
 7. **Cavities and lesions**: fluid bodies (image < ``fluid_level`` × WM, at least
    2 × ``fluid_body_mm`` across: ventricles, infarct cavities, lacunes ≥ 3 mm) and a given
    lesion mask exclude every BG/WM voxel within ``fluid_rim_mm`` / ``lesion_rim_mm``: a
@@ -71,7 +78,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
-from . import __version__, vesselness_frangi
+from . import __version__, vesselness_clusters, vesselness_frangi
 from .outputs.spec import Region
 
 # grid helpers shared with the first method (same resampling, same superior-axis rule)
@@ -82,8 +89,9 @@ VARIANTS = ("contrast", "frangi")
 METHOD_DESCRIPTION = (
     "Local-background contrast with multi-scale dot and tube (Hessian middle-eigenvalue) "
     "responses, thresholds in units of the image's own noise, hysteresis, a cavity/lesion "
-    "rule and connected-component rules after the mcPVS-Net annotation protocol (no lowest "
-    "BG, no lacune/WMH-like blobs, no region-edge, cavity-wall or striatal-bridge mimics)."
+    "rule, connected-component rules after the mcPVS-Net annotation protocol (no lowest "
+    "BG, no lacune/WMH-like blobs, no region-edge, cavity-wall or striatal-bridge mimics) and "
+    "a logistic cluster model fitted on known-truth phantoms of two tune heads."
 )
 #: fluid/WM ratio assumed for an image without measurable fluid bodies (the phantoms' 0.25-0.35)
 FLUID_RATIO_FALLBACK = 0.3
@@ -94,24 +102,26 @@ INFERIOR_BG_FRACTION = 0.25
 
 #: voxel rule, hysteresis, dip-integral volume, seed rule and minimum cluster size were chosen on
 #: the realistic phantoms of the tune heads niivue_otsu_t1w and mne_sample_brain_t1w (12 phantoms,
-#: benchmarks/builtin_method_validation.py); see docs/builtin-method.md for the figures
+#: benchmarks/builtin_method_validation.py); the low seed / coverage thresholds go with the
+#: cluster model, which was fitted for exactly these candidates
+#: (benchmarks/train_cluster_model.py); see docs/builtin-method.md for the figures
 DEFAULT_PARAMS: dict[str, object] = {
     "variant": "contrast",
     "background_sigma_mm": 2.5,
     "background_exclude": 0.08,
     "smooth_mm": 0.5,
     "scales_mm": [0.5, 0.75, 1.0],
-    "z_seed": 4.0,
+    "z_seed": 3.0,
     "z_grow": 2.0,
-    "c_seed_z": 3.0,
-    "c_seed_min": 0.06,
+    "c_seed_z": 2.0,
+    "c_seed_min": 0.04,
     "c_grow_z": 1.5,
     "voxel_fraction": 0.65,
     "peak_mm": 0.0,
-    "voxel_coverage": 0.30,
+    "voxel_coverage": 0.22,
     "fluid_reference": 0.0,
     "voxel_smooth_mm": 0.35,
-    "voxel_z": 4.0,
+    "voxel_z": 3.0,
     "voxel_rule": "union",
     "seed_rule": "small",
     "voxel_grow": 0.75,
@@ -133,6 +143,8 @@ DEFAULT_PARAMS: dict[str, object] = {
     "fluid_body_mm": 1.5,
     "fluid_rim_mm": 3.0,
     "lesion_rim_mm": 3.0,
+    "cluster_model": vesselness_clusters.DEFAULT_MODEL,
+    "cluster_threshold": 0.0,
 }
 
 
@@ -153,6 +165,8 @@ def _sanitize(params: Mapping | None) -> dict:
     if p["variant"] not in VARIANTS:
         raise ValueError(f"unknown vesselness variant {p['variant']!r} (one of {VARIANTS})")
     p["scales_mm"] = [float(s) for s in p["scales_mm"]]
+    if p["cluster_model"]:
+        vesselness_clusters.load_model(str(p["cluster_model"]))  # unknown or bad: fails here
     return p
 
 
@@ -426,6 +440,7 @@ def segment_pvs(
         vox &= lab > 0
     else:
         vox = np.zeros_like(roi)
+    cv, t_abs = csm, seed_c  # the cluster model's coverage feature without the coverage rule
     if p["voxel_coverage"] > 0:
         # voxels at least half covered by fluid: their blurred dip reaches voxel_coverage of
         # this image's own fluid contrast (1 - fluid / WM, measured in its fluid bodies), or
@@ -507,6 +522,29 @@ def segment_pvs(
             frac_bg = np.asarray(ndi.mean(bg.astype(float), lab, ids))
             cz = np.asarray(ndi.mean(coord.astype(float), lab, ids))
             keep &= ~((frac_bg > 0.5) & (cz < zcut))
+        if p["cluster_model"] or debug is not None:
+            # the learned cluster rule (vesselness_clusters): after the hand-set rules, on the
+            # clusters they kept; debug gets the features of all of them (for training)
+            kid = ids[keep]
+            feats = vesselness_clusters.cluster_features(
+                lab, kid, csm=csm, resp=resp, cv=cv, back=back, roi=roi, bg=bg,
+                bodies=bodies, seeds=ndi.binary_dilation(strong, structure=s26),
+                sd_c=sd_c, t_abs=t_abs, iso=iso,
+            )  # fmt: skip
+            if debug is not None:
+                debug.update(cluster_ids=kid, cluster_features=feats)
+            if p["cluster_model"]:
+                model = vesselness_clusters.load_model(str(p["cluster_model"]))
+                cols = [vesselness_clusters.FEATURES.index(f) for f in model.features]
+                prob = model.probability(feats[:, cols])
+                thr = p["cluster_threshold"] or model.threshold
+                keep[kid - 1] = prob >= thr
+                measured.update(
+                    cluster_model_sha256=model.sha256,
+                    cluster_model_threshold=float(thr),
+                    cluster_candidates=int(len(kid)),
+                    cluster_model_kept=int((prob >= thr).sum()),
+                )
         keep = np.concatenate([[False], keep])
         final = keep[lab]
         if p["volume_mm"] > 0 and final.any() and p["voxel_coverage"] > 0:
@@ -543,6 +581,7 @@ def segment_pvs(
             final=final,
             back=back,
             bodies=bodies,
+            clusters=lab,
         )
     measured["fluid_body_mm3"] = float(bodies.sum() * voxvol)
     measured["excluded_mm3"] = float((excl & roi).sum() * voxvol)

@@ -7,10 +7,13 @@ fundi, ventricle notches), degraded with noise 0.03 and a 10 % bias field.
 
 The floors were measured on this box with the default parameters (seeds 1 and 2; the test
 uses seed 1) and are set a little below the measurement, so they catch a regression without
-freezing the exact figures. Measured (seed 1 / seed 2): truth-voxel median 0.739 / 0.721 x
-local tissue; PVS found 0.835 / 0.918; cluster recall 0.80 / 0.85; element recall (VALDO,
-IoU > 0.1) 0.79 / 0.80; Dice 0.71 / 0.69; PVS >= 1.2 mm wide found 1.00 / 0.95; infarct and
-lacune (body + 3 mm rim) share of the detected volume 0.000 / 0.000.
+freezing the exact figures. Measured with the learned cluster rule (seed 1 / seed 2): PVS
+found 0.759 / 0.859; cluster recall 0.77 / 0.80, cluster precision 0.66 / 0.62; element
+recall (VALDO, IoU > 0.1) 0.74 / 0.71; Dice 0.69 / 0.70; PVS >= 1.2 mm wide found 1.00 / 0.95;
+infarct and lacune (body + 3 mm rim) share of the detected volume 0.000 / 0.000. The box is
+not one of the heads the cluster model was fitted on. Without the rule (same candidates,
+seed 1): cluster recall 0.87 but precision 0.27, Dice 0.57. Before it (hand-set seeds 4 / 3
+noise SDs, seed 1): found 0.835, cluster R / P 0.80 / 0.63, Dice 0.71.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ _BOX = (slice(45, 155), slice(70, 190), slice(55, 135))
 
 
 @pytest.fixture(scope="module")
-def realistic_box():
+def realistic_box_inputs():
     t, aff, brain, regions = phantoms.mni_regions()
     aff = aff.copy()
     aff[:3, 3] = aff[:3, :3] @ [s.start for s in _BOX] + aff[:3, 3]
@@ -44,6 +47,12 @@ def realistic_box():
     img = phantoms.degrade(
         ph.image, seed=11, bias_strength=0.1, noise_sd=0.03, reference=1.0, mask=brain
     )
+    return ph, img, aff
+
+
+@pytest.fixture(scope="module")
+def realistic_box(realistic_box_inputs):
+    ph, img, aff = realistic_box_inputs
     _, mask, used = vesselness.segment_pvs(img, ph.regions, (1, 1, 1), affine=aff)
     return ph, mask, used
 
@@ -77,11 +86,31 @@ def test_method_finds_most_realistic_pvs(realistic_box):
     annotated = [p for p in ph.pvs if p.in_truth and p.n_truth_voxels]
     found = np.array([(mask[ph.pvs_id == p.id] > 0).any() for p in annotated])
     wide = np.array([2 * p.radius_mm >= 1.2 for p in annotated])
-    assert found.mean() > 0.75  # measured 0.835
-    assert m["cluster_recall"] > 0.7  # 0.80
-    assert e["element_recall"] > 0.7  # 0.79
-    assert m["dice"] > 0.6  # 0.71
+    assert found.mean() > 0.7  # measured 0.759
+    assert m["cluster_recall"] > 0.7  # 0.77
+    assert m["cluster_precision"] > 0.6  # 0.66
+    assert e["element_recall"] > 0.68  # 0.74
+    assert m["dice"] > 0.63  # 0.69
     assert wide.sum() > 10 and found[wide].mean() >= 0.85  # 1.00 (issue: >= 0.8)
+
+
+def test_learned_cluster_rule_trades_little_recall_for_much_precision(
+    realistic_box, realistic_box_inputs
+):
+    """On a head it was not fitted on: without the rule the same candidates hold 2-3 noise
+    blobs per PVS (measured R / P 0.87 / 0.27); with it 0.77 / 0.66."""
+    ph, mask, used = realistic_box
+    _, img, aff = realistic_box_inputs
+    _, off, _ = vesselness.segment_pvs(
+        img, ph.regions, (1, 1, 1), affine=aff, params={"cluster_model": ""}
+    )
+    on_m = metrics.compare_masks(mask, ph.truth_mask, ph.regions)["all"]
+    off_m = metrics.compare_masks(off, ph.truth_mask, ph.regions)["all"]
+    assert used["cluster_model"] and used["measured"]["cluster_model_sha256"]
+    assert used["measured"]["cluster_model_kept"] < used["measured"]["cluster_candidates"]
+    assert on_m["cluster_precision"] > off_m["cluster_precision"] + 0.25
+    assert on_m["cluster_recall"] > off_m["cluster_recall"] - 0.15
+    assert on_m["dice"] > off_m["dice"] + 0.05
 
 
 def test_lesion_mimics_are_not_pvs(realistic_box):

@@ -97,8 +97,10 @@ class VesselnessSegmenter:
             "PVS were segmented with mcpvs's built-in weight-free method: contrast to a "
             "robust local background, multiscale Hessian dot and tube responses "
             f"{cite('frangi1998vesselness')} with thresholds in units of the image's own noise, "
-            "and connected-component rules after the mcPVS-Net annotation protocol "
-            "(parameters in the mask's JSON sidecar). The trained mcPVS-Net model (an nnU-Net "
+            "and connected-component rules after the mcPVS-Net annotation protocol; candidate "
+            "clusters were kept by a logistic model fitted on known-truth phantoms of two "
+            "tune heads (parameters and the model's checksum in the mask's JSON sidecar). "
+            "The trained mcPVS-Net model (an nnU-Net "
             f"{cite('isensee2021nnunet')}) was not used, so these masks are not comparable to the "
             "paper's."
         )
