@@ -45,19 +45,23 @@ def review():
 
 def test_philips_finds_pvs_and_bg_pvs(review):
     r = review("philips_adni_sag3d_mprage_t1w")
-    # measured: 179 clusters, 333 mm³, 8 BG clusters, 69 of 90 labelled PVS-like dots, 8 s
+    # measured with the learned cluster rule: 150 clusters, 361 mm³, 12 BG clusters, 80 of 90
+    # labelled PVS-like dots, 16 of 42 labelled not-PVS dots hit (hand-set rules before it:
+    # 160 clusters, 69 of 90, 16 of 42), 6 s
     assert r["clusters"] >= 30  # issue target
     assert r["bg_clusters"] > 0  # issue target
     found, total = r["labelled_pvs_found"]
-    assert found / total > 0.7
+    assert found / total > 0.8
+    hit, not_pvs = r["labelled_not_pvs_hit"]
+    assert hit / not_pvs < 0.5
     assert r["seconds"] < 60
     assert "low_load" not in r["qc_flags"] and "no_bg_pvs" not in r["qc_flags"]
 
 
 def test_stroke_head_keeps_off_the_infarct(review):
     r = review("arc2017_stroke_t1w")
-    # measured: 104 clusters, 558 mm³, 12 BG clusters, 0 % within 3 mm of the infarct, no
-    # cluster on the cavity wall, 13 of 13 labelled PVS-like dots
+    # measured with the learned cluster rule: 119 clusters, 711 mm³, 21 BG clusters, 0 % within
+    # 3 mm of the infarct, no cluster on the cavity wall, 12 of 13 labelled PVS-like dots
     assert r["pvs_within_3mm_of_infarct_fraction"] < 0.10  # issue target
     assert r["clusters_on_cavity_wall"] == 0  # issue target
     assert r["bg_clusters"] > 0
