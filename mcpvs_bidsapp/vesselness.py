@@ -378,8 +378,10 @@ def segment_pvs(
 
     # 7 (first, it shapes the search region). fluid bodies and lesions, with their rims
     excl = np.zeros_like(roi)
-    if bodies.any():
-        excl |= ndi.distance_transform_edt(~bodies) * iso <= p["fluid_rim_mm"]
+    # mm to the nearest fluid body (None without one): the rim rule and the cluster model
+    fluid_dist = ndi.distance_transform_edt(~bodies) * iso if bodies.any() else None
+    if fluid_dist is not None:
+        excl |= fluid_dist <= p["fluid_rim_mm"]
     if les is not None and les.any():
         excl |= les | (ndi.distance_transform_edt(~les) * iso <= p["lesion_rim_mm"])
     if p["csf_edge_mm"] > 0:
@@ -472,9 +474,10 @@ def segment_pvs(
         ids = np.arange(1, n + 1)
         size = np.asarray(ndi.sum_labels(np.ones_like(img), lab, ids)) * voxvol
         keep = (size >= p["min_cluster_mm3"] - 1e-6) & (size <= p["max_cluster_mm3"])
+        # a cluster holds a seed when it touches one (the seed rule and the cluster model)
+        seeds = ndi.binary_dilation(strong, structure=s26)
         if p["seed_rule"] != "none":
             # clusters must hold a dot/tube structure (all, or those below small_cluster_mm3)
-            seeds = ndi.binary_dilation(strong, structure=s26)
             has = np.asarray(ndi.maximum(seeds.astype(np.uint8), lab, ids)) > 0
             if p["seed_rule"] == "small":
                 has |= size >= p["small_cluster_mm3"] - 1e-6
@@ -491,10 +494,14 @@ def segment_pvs(
                 sub_ = np.pad((lab[sl] == i + 1) & fluidish[sl], 1)
                 if sub_.any() and ndi.distance_transform_edt(sub_).max() * iso > p["max_radius_mm"]:
                     keep[i] = False
+        learned = bool(p["cluster_model"]) or debug is not None
+        # mm from the BG/WM border: the edge rule and the cluster model
+        depth = (
+            ndi.distance_transform_edt(roi) * iso if p["edge_cluster_mm"] > 0 or learned else None
+        )
         if p["edge_cluster_mm"] > 0:
             # a cluster wholly within edge_cluster_mm of the BG/WM border is the border's own
             # partial volume (a gyral crown, a sulcal fundus): no part of it lies deeper
-            depth = ndi.distance_transform_edt(roi) * iso
             keep &= np.asarray(ndi.maximum(depth, lab, ids)) >= p["edge_cluster_mm"]
         frac_wm = np.asarray(ndi.mean(wm.astype(float), lab, ids))
         bmean = np.asarray(ndi.mean(back, lab, ids))
@@ -522,14 +529,13 @@ def segment_pvs(
             frac_bg = np.asarray(ndi.mean(bg.astype(float), lab, ids))
             cz = np.asarray(ndi.mean(coord.astype(float), lab, ids))
             keep &= ~((frac_bg > 0.5) & (cz < zcut))
-        if p["cluster_model"] or debug is not None:
+        if learned:
             # the learned cluster rule (vesselness_clusters): after the hand-set rules, on the
             # clusters they kept; debug gets the features of all of them (for training)
             kid = ids[keep]
             feats = vesselness_clusters.cluster_features(
-                lab, kid, csm=csm, resp=resp, cv=cv, back=back, roi=roi, bg=bg,
-                bodies=bodies, seeds=ndi.binary_dilation(strong, structure=s26),
-                sd_c=sd_c, t_abs=t_abs, iso=iso,
+                lab, kid, csm=csm, resp=resp, cv=cv, back=back, depth=depth, bg=bg,
+                fluid_dist=fluid_dist, seeds=seeds, sd_c=sd_c, t_abs=t_abs, iso=iso,
             )  # fmt: skip
             if debug is not None:
                 debug.update(cluster_ids=kid, cluster_features=feats)

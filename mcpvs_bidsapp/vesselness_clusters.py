@@ -153,9 +153,9 @@ def cluster_features(
     resp: np.ndarray,
     cv: np.ndarray,
     back: np.ndarray,
-    roi: np.ndarray,
+    depth: np.ndarray,
     bg: np.ndarray,
-    bodies: np.ndarray,
+    fluid_dist: np.ndarray | None,
     seeds: np.ndarray,
     sd_c: float,
     t_abs: float,
@@ -163,7 +163,9 @@ def cluster_features(
 ) -> np.ndarray:
     """Features (:data:`FEATURES` order) of the clusters ``ids`` of the label image ``lab``.
 
-    All maps are on the method's cropped isotropic grid; ``seeds`` is the dilated seed mask.
+    All maps are on the method's cropped isotropic grid: ``depth`` mm from the BG ∪ WM border,
+    ``fluid_dist`` mm from the nearest fluid body (None: the image has none), ``seeds`` the
+    dilated seed mask (the same maps the hand-set rules use, computed once by the caller).
     """
     ids = np.asarray(ids, int)
     n = len(ids)
@@ -172,11 +174,6 @@ def cluster_features(
         return out
     size = np.asarray(ndi.sum_labels(np.ones(lab.shape, np.float32), lab, ids))
     sd_c, t_abs = max(float(sd_c), 1e-9), max(float(t_abs), 1e-9)
-    depth = ndi.distance_transform_edt(roi) * iso
-    if bodies.any():
-        dfl = np.minimum(ndi.distance_transform_edt(~bodies) * iso, FLUID_DIST_CAP_MM)
-    else:
-        dfl = np.full(lab.shape, FLUID_DIST_CAP_MM, np.float32)
     cols = {
         "log_size": np.log(size),
         "csm_max_z": np.asarray(ndi.maximum(csm, lab, ids)) / sd_c,
@@ -187,7 +184,11 @@ def cluster_features(
         "cv_max_t": np.asarray(ndi.maximum(cv, lab, ids)) / t_abs,
         "back_mean": np.asarray(ndi.mean(back, lab, ids)),
         "depth_max": np.asarray(ndi.maximum(depth, lab, ids)),
-        "fluid_dist": np.asarray(ndi.minimum(dfl, lab, ids)),
+        "fluid_dist": (
+            np.minimum(np.asarray(ndi.minimum(fluid_dist, lab, ids)), FLUID_DIST_CAP_MM)
+            if fluid_dist is not None
+            else np.full(n, FLUID_DIST_CAP_MM)
+        ),
         "bg_frac": np.asarray(ndi.mean(bg.astype(np.float32), lab, ids)),
         "seed": np.asarray(ndi.maximum(seeds.astype(np.float32), lab, ids)),
     }

@@ -83,9 +83,9 @@ def test_features_are_in_noise_units():
     lab[14, 14, 14] = 2
     csm = rng.normal(0, 0.02, lab.shape).astype(np.float32) + 0.1 * (lab > 0)
     resp = rng.normal(0, 1, lab.shape).astype(np.float32) + 5 * (lab > 0)
-    kw = dict(resp=resp, back=np.ones(lab.shape, np.float32), roi=np.ones(lab.shape, bool),
-              bg=np.zeros(lab.shape, bool), bodies=np.zeros(lab.shape, bool),
-              seeds=lab == 1, iso=1.0)  # fmt: skip
+    kw = dict(resp=resp, back=np.ones(lab.shape, np.float32),
+              depth=np.full(lab.shape, 5.0, np.float32), bg=np.zeros(lab.shape, bool),
+              fluid_dist=None, seeds=lab == 1, iso=1.0)  # fmt: skip
     a = vc.cluster_features(lab, [1, 2], csm=csm, cv=csm, sd_c=0.02, t_abs=0.05, **kw)
     b = vc.cluster_features(lab, [1, 2], csm=2 * csm, cv=2 * csm, sd_c=0.04, t_abs=0.1, **kw)
     np.testing.assert_allclose(a, b, rtol=1e-5)
