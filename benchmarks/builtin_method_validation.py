@@ -363,6 +363,28 @@ def _print_row(r: dict) -> None:
     )
 
 
+def phantoms_of_head(head, name: str, jobs, n4_shrink: int = 0):
+    """Yield ``(phantom, findings)`` for each ``(preset, load, realisation)`` of ``jobs`` on
+    ``head`` (file stem ``name``): the benchmark's phantoms, also the cluster model's training
+    data (train_cluster_model.py), so both see the same PVS with the same seeds.
+
+    ``findings`` is what the realisation's clean head already holds (real PVS, texture nobody
+    annotated, the head's dark spots): scored as ignore, not as false alarms.
+    """
+    dark = head_dark_spots(head)
+    findings: dict[str, np.ndarray] = {}
+    for preset, load, real in jobs:
+        for rr in ("r0", real):
+            if rr not in findings:
+                findings[rr] = head_findings(head, rr, None, n4_shrink) | dark
+        # seeds depend only on head, preset and load, not on the invocation
+        seed = zlib.crc32(f"{name}:{preset}:{load}".encode()) % 100_000
+        # phantom PVS keep 2 mm clear of what the clean head already holds, the same for
+        # every realisation (so realisations of one phantom hold the same PVS)
+        occ = ndi.binary_dilation(findings["r0"], iterations=2)
+        yield build(head, preset, load, seed, real, n4_shrink, occ), findings[real]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", choices=sorted(SPLITS), default="report")
@@ -400,20 +422,8 @@ def main(argv=None) -> int:
                 jobs += [(preset, ld, "r0") for ld in args.mimic_loads]
             else:
                 jobs += [(preset, ld, "r0") for ld in args.fluid_loads]
-        dark = head_dark_spots(head)
-        findings = {}
-        for preset, load, real in jobs:
-            if real not in findings:
-                findings[real] = head_findings(head, real, None, args.n4_shrink) | dark
-            # seeds depend only on head, preset and load, not on the invocation
-            seed = zlib.crc32(f"{name}:{preset}:{load}".encode()) % 100_000
-            # phantom PVS keep 2 mm clear of what the clean head already holds, the same for
-            # every realisation (so realisations of one phantom hold the same PVS)
-            if "r0" not in findings:
-                findings["r0"] = head_findings(head, "r0", None, args.n4_shrink) | dark
-            occ = ndi.binary_dilation(findings["r0"], iterations=2)
-            ph = build(head, preset, load, seed, real, args.n4_shrink, occ)
-            r = score(ph, args.params, findings[real])
+        for ph, found in phantoms_of_head(head, name, jobs, args.n4_shrink):
+            r = score(ph, args.params, found)
             rows.append(r)
             _print_row(r)
     summary = summarise(rows)

@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -111,16 +110,10 @@ def main(argv=None) -> int:
     heads = bv.SPLITS["tune"]
     for name in heads:
         head = load_head(name, args.derivatives)
-        dark = bv.head_dark_spots(head)
-        findings = {}
-        for preset, load, real in JOBS:
-            for rr in ("r0", real):
-                if rr not in findings:
-                    findings[rr] = bv.head_findings(head, rr, None, 0) | dark
-            seed = zlib.crc32(f"{name}:{preset}:{load}".encode()) % 100_000
-            occ = ndi.binary_dilation(findings["r0"], iterations=2)
-            ph = bv.build(head, preset, load, seed, real, 0, occ)
-            r = candidate_rows(ph, findings[real])
+        for (preset, load, real), (ph, found) in zip(
+            JOBS, bv.phantoms_of_head(head, name, JOBS), strict=True
+        ):
+            r = candidate_rows(ph, found)
             rows.append(r)
             n_pos, n_ign = int(r["pos"].sum()), int(r["ignore"].sum())
             print(f"{name} {preset} {load} {real}: {len(r['pos'])} candidates, "
@@ -148,6 +141,12 @@ def main(argv=None) -> int:
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                "mcpvs_bidsapp", "benchmarks",
+                                ":(exclude)mcpvs_bidsapp/data/models"], capture_output=True,
+                               text=True, check=True).stdout.strip()  # fmt: skip
+        if dirty:  # the model is fitted on code that is not (yet) in a commit: say so
+            commit += " + uncommitted changes"
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     cand = {k: v for k, v in vesselness.DEFAULT_PARAMS.items() if k not in ("cluster_model",
