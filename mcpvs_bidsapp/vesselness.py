@@ -43,14 +43,16 @@ Steps (all sizes in mm; anisotropic images are filtered on an isotropic grid):
    contrast (or ``voxel_z`` noise SDs), grown by hysteresis down to ``voxel_grow`` of that
    threshold; ``seed_rule`` ``small``: clusters below ``small_cluster_mm3`` must hold a
    dot/tube seed; ``volume_mm`` > 0: each cluster keeps as many of its darkest voxels as its
-   dip integrated within that distance over the fluid contrast (its fluid volume).
+   dip integrated within that distance over the fluid contrast (its fluid volume; applied
+   after step 6's rules; ``volume_core``: where those voxels may lie).
 6. **Cluster rules** after the mcPVS-Net annotation protocol (Huang et al. 2024, §2.4): size
    ``min_cluster_mm3``-``max_cluster_mm3``; no fluid-dark core wider than ``max_radius_mm``
    (lacunes); not in hypointense WM (``wmh_background``, WMH on T1w); none in the lowest 25 %
    of the BG; fluid-dark in the striatal-bridge zone between caudate and putamen; an
    ``edge_mm`` band along BG ∪ WM excluded (cortex, ventricles), and clusters lying wholly
    within ``edge_cluster_mm`` of that border dropped (its partial volume with GM: gyral
-   crowns, sulcal fundi). Last, the **learned cluster rule** (``cluster_model``,
+   crowns, sulcal fundi), and so are the fragments the volume rule leaves there. Last, the
+   **learned cluster rule** (``cluster_model``,
    :mod:`.vesselness_clusters`): a logistic model over 14 features of each remaining cluster
    (size, contrast and response in noise units, depth, distance to fluid, shape) keeps it
    when P(PVS) ≥ its threshold (``cluster_threshold`` 0: the model's own). The seed and
@@ -73,6 +75,7 @@ filters are symmetric and only the superior axis is read from the affine.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 
 import numpy as np
@@ -100,6 +103,16 @@ STANDARDISE_ITERATIONS = 4
 #: inferior fraction of the BG extent where PVS are normal and were not annotated
 INFERIOR_BG_FRACTION = 0.25
 
+#: how the volume rule (step 5, ``volume_mm``) picks a cluster's voxels. "darkest" (default):
+#: its darkest voxels wherever they lie, so one cluster may leave several fragments; "connected":
+#: one 26-connected core flooded from its darkest voxel. Measured on the realistic MNI box
+#: (tests/unit/test_vesselness.py, seed 1): darkest 141 elements from 94 clusters, cluster
+#: recall / precision 0.768 / 0.660, Dice 0.686; connected 94 elements, 0.679 / 0.691, 0.652.
+#: A candidate cluster often joins nearby PVS and the fragments fall on each of them. On the
+#: full-size demo (fast regions) the fragments near the region edge were false alarms; the edge
+#: rule now applies to the fragments as well (step 6)
+VOLUME_CORES = ("darkest", "connected")
+
 #: voxel rule, hysteresis, dip-integral volume, seed rule and minimum cluster size were chosen on
 #: the realistic phantoms of the tune heads niivue_otsu_t1w and mne_sample_brain_t1w (12 phantoms,
 #: benchmarks/builtin_method_validation.py); the low seed / coverage thresholds go with the
@@ -126,6 +139,7 @@ DEFAULT_PARAMS: dict[str, object] = {
     "seed_rule": "small",
     "voxel_grow": 0.75,
     "volume_mm": 1.0,
+    "volume_core": "darkest",
     "small_cluster_mm3": 2.0,
     "single_min_z": 0.0,
     "min_cluster_mm3": 0.5,
@@ -162,6 +176,8 @@ def _sanitize(params: Mapping | None) -> dict:
         if unknown:
             raise ValueError(f"unknown vesselness parameter(s): {sorted(unknown)}")
         p.update(params)
+    if p["volume_core"] not in VOLUME_CORES:
+        raise ValueError(f"unknown volume_core {p['volume_core']!r} (one of {VOLUME_CORES})")
     if p["variant"] not in VARIANTS:
         raise ValueError(f"unknown vesselness variant {p['variant']!r} (one of {VARIANTS})")
     p["scales_mm"] = [float(s) for s in p["scales_mm"]]
@@ -173,6 +189,50 @@ def _sanitize(params: Mapping | None) -> dict:
 def _ball(r: int) -> np.ndarray:
     g = np.indices((2 * r + 1,) * 3) - r
     return (g**2).sum(0) <= r * r
+
+
+def _connected_cores(lab: np.ndarray, darkness: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Per cluster of ``lab`` (1..n), its ``need[i]`` voxels reached first by a priority flood
+    from its darkest voxel: the front always takes its darkest voxel, so the core follows the
+    dark ridge and stays one 26-connected element (a PVS the annotators outline as one).
+
+    A hand-written flood (heapq), because scipy/scikit-image offer no size-bounded flood: the
+    watershed floods every basin to its end. Clusters are small (≤ ``max_cluster_mm3``), so
+    this costs milliseconds per image. Ties are broken by the voxel's position in the
+    cluster's bounding box.
+    """
+    out = np.zeros(lab.shape, bool)
+    offs = np.indices((3, 3, 3)).reshape(3, -1).T - 1
+    offs = offs[np.any(offs != 0, axis=1)]
+    for i, sl in enumerate(ndi.find_objects(lab)):
+        if sl is None:
+            continue
+        sub = np.pad(lab[sl] == i + 1, 1)
+        k = int(need[i])
+        if k >= int(sub.sum()):
+            out[sl] |= sub[1:-1, 1:-1, 1:-1]
+            continue
+        d = np.pad(darkness[sl], 1).astype(float).ravel()
+        strides = np.array([sub.shape[1] * sub.shape[2], sub.shape[2], 1])
+        steps = offs @ strides
+        inside = sub.ravel()
+        cand = np.flatnonzero(inside)
+        start = int(cand[np.argmax(d[cand])])
+        seen = np.zeros(inside.size, bool)
+        seen[start] = True
+        heap = [(-d[start], start)]
+        kept = []
+        while heap and len(kept) < k:
+            _, v = heapq.heappop(heap)
+            kept.append(v)
+            for w in v + steps:
+                if inside[w] and not seen[w]:
+                    seen[w] = True
+                    heapq.heappush(heap, (-d[w], int(w)))
+        core = np.zeros(inside.size, bool)
+        core[kept] = True
+        out[sl] |= core.reshape(sub.shape)[1:-1, 1:-1, 1:-1]
+    return out
 
 
 def _normalised_smooth(img: np.ndarray, weight: np.ndarray, sigma_vox: float) -> np.ndarray:
@@ -563,14 +623,25 @@ def segment_pvs(
             fids = np.arange(1, n_f + 1)
             dip = np.asarray(ndi.sum_labels(contrast, grown, fids)) / max(1.0 - ratio, 0.1)
             need = np.maximum(1, np.round(dip)).astype(int)
-            order = np.lexsort((-cv[lab_f > 0], lab_f[lab_f > 0]))
-            flat_idx = np.flatnonzero(lab_f > 0)[order]
-            flat_lab = lab_f.ravel()[flat_idx]
-            start = np.searchsorted(flat_lab, fids)
-            rank = np.arange(len(flat_idx)) - start[flat_lab - 1]
-            thin = np.zeros(final.size, bool)
-            thin[flat_idx[rank < need[flat_lab - 1]]] = True
-            final = thin.reshape(final.shape)
+            if p["volume_core"] == "connected":
+                final = _connected_cores(lab_f, cv, need)
+            else:
+                order = np.lexsort((-cv[lab_f > 0], lab_f[lab_f > 0]))
+                flat_idx = np.flatnonzero(lab_f > 0)[order]
+                flat_lab = lab_f.ravel()[flat_idx]
+                start = np.searchsorted(flat_lab, fids)
+                rank = np.arange(len(flat_idx)) - start[flat_lab - 1]
+                thin = np.zeros(final.size, bool)
+                thin[flat_idx[rank < need[flat_lab - 1]]] = True
+                final = thin.reshape(final.shape)
+            if p["edge_cluster_mm"] > 0:
+                # the edge rule again on the elements the volume rule leaves: a fragment
+                # wholly within edge_cluster_mm of the border is its partial volume too
+                # (full-size demo, fast regions: Dice 0.618 / 0.729 -> 0.726 / 0.743; Philips,
+                # fast: 195 -> 127 clusters, labelled PVS 64 -> 62 / 90, not-PVS 11 -> 7 / 42)
+                el, n_el = ndi.label(final, structure=s26)
+                deep = np.asarray(ndi.maximum(depth, el, np.arange(1, n_el + 1)))
+                final = np.concatenate([[False], deep >= p["edge_cluster_mm"]])[el]
     else:
         final = vox
 
