@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mcpvs_bidsapp import metrics, vesselness
+from mcpvs_bidsapp import measures, metrics, vesselness
 from mcpvs_bidsapp.synthetic import phantoms
 
 # a box around both basal ganglia and the periventricular/central WM of nilearn's MNI152:
@@ -155,7 +155,6 @@ def test_fragments_wholly_at_the_region_edge_are_dropped():
     rng = np.random.default_rng(5)
     img = (ndi.gaussian_filter(img, 0.6) + rng.normal(0, 0.02, shape)).astype(np.float32)
     depth = ndi.distance_transform_edt(reg == 2)
-    s26 = np.ones((3, 3, 3))
     dbg: dict = {}
     _, mask, _ = vesselness.segment_pvs(
         img, reg, (1, 1, 1), params={"edge_cluster_mm": 2.5}, debug=dbg
@@ -167,9 +166,9 @@ def test_fragments_wholly_at_the_region_edge_are_dropped():
     assert edge_id > 0 and depth[clusters == edge_id].max() >= 2.5
     # without the rule the volume rule leaves a fragment at the edge; with it none is left
     _, without, _ = vesselness.segment_pvs(img, reg, (1, 1, 1))
-    el, n = ndi.label(without, structure=s26)
+    el, n = measures.label_clusters(without)
     assert min(depth[el == i].max() for i in range(1, n + 1)) < 2.5
-    el, n = ndi.label(mask, structure=s26)
+    el, n = measures.label_clusters(mask)
     assert n >= 2 and min(depth[el == i].max() for i in range(1, n + 1)) >= 2.5
     assert mask[24, 17:21, 24].any()  # the deep end stays
 
@@ -320,9 +319,9 @@ def test_real_head_phantom(philips_t1w, tmp_path):
 
 
 def test_volume_core_is_one_connected_element():
-    """The volume rule keeps a cluster's core as one element grown from its darkest voxel: a
-    tube whose two ends are darker than its middle keeps one end and its neighbours, not both
-    ends as two fragments (the fragments became separate false-alarm elements, issue #15)."""
+    """``volume_core`` "connected" (an option; not the default, see the next test) keeps a
+    cluster's core as one element grown from its darkest voxel: a tube whose two ends are
+    darker than its middle keeps one end and its neighbours, not both ends as two fragments."""
     lab = np.zeros((5, 13, 5), np.int32)
     lab[2, 1:12, 2] = 1  # an 11-voxel tube along y
     lab[2, 1:4, 0] = 0
@@ -332,16 +331,9 @@ def test_volume_core_is_one_connected_element():
     assert core.sum() == 3
     assert core[2, 1:4, 2].all()  # the darkest end and the two voxels next to it
     # the darkest three anywhere would be the two ends (5, 4, 2): two elements
-    n_elements = ndi_label(core)
-    assert n_elements == 1
+    assert measures.label_clusters(core)[1] == 1
     # a need at or above the cluster's size keeps it whole
     assert vesselness._connected_cores(lab, dark, np.array([40])).sum() == 11
-
-
-def ndi_label(mask):
-    from scipy import ndimage as ndi
-
-    return ndi.label(mask, structure=np.ones((3, 3, 3)))[1]
 
 
 def test_volume_rule_keeps_dark_fragments_that_are_pvs(mni_box):
@@ -367,7 +359,7 @@ def test_volume_rule_keeps_dark_fragments_that_are_pvs(mni_box):
             img, ph.regions, (1, 1, 1), affine=aff, params={"volume_core": core}
         )
         m = metrics.compare_masks(mask, ph.truth_mask, ph.regions)["all"]
-        out[core] = (m, ndi_label(mask > 0), used["measured"]["cluster_model_kept"])
+        out[core] = (m, measures.label_clusters(mask)[1], used["measured"]["cluster_model_kept"])
     (dk, n_dk, kept), (cn, n_cn, kept_cn) = out["darkest"], out["connected"]
     assert kept == kept_cn and n_cn <= kept < n_dk  # fragments only with "darkest"
     assert dk["cluster_recall"] > cn["cluster_recall"] + 0.05
