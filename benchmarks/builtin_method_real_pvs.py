@@ -39,6 +39,9 @@ sys.path.insert(0, str(ROOT))
 from mcpvs_bidsapp.synthetic.datasets import shared_data_dir  # noqa: E402
 
 LABELS = ROOT / "benchmarks" / "data" / "real_pvs_labels.json"
+#: the visual review of every mask cluster (``review --sheets``): one label per cluster at its
+#: darkest voxel, so that a later mask is scored against the same judgements
+CLUSTER_REVIEW = ROOT / "benchmarks" / "data" / "cluster_review.json"
 #: shared head file stem -> participant label used in the benchmark BIDS dataset
 HEADS = {
     "philips_adni_sag3d_mprage_t1w": "philips",
@@ -244,6 +247,39 @@ def cmd_candidates(args) -> None:
 def _labelled(stem: str) -> list[tuple[list[float], int]]:
     doc = json.loads(LABELS.read_text())
     return [(r[:3], int(r[3])) for r in doc["heads"].get(stem, {}).get("labels", [])]
+
+
+def _reviewed(stem: str) -> list[tuple[list[float], int]]:
+    if not CLUSTER_REVIEW.exists():
+        return []
+    doc = json.loads(CLUSTER_REVIEW.read_text())
+    return [(r[:3], int(r[3])) for r in doc["heads"].get(stem, {}).get("labels", [])]
+
+
+def score_review(mask: np.ndarray, affine, stem: str) -> dict | None:
+    """The mask's clusters against the visual review of ``stem`` (:data:`CLUSTER_REVIEW`): a
+    cluster takes the label of a reviewed darkest voxel within one voxel of it (PVS-like wins
+    over unsure over not when several fall on it); clusters with none are ``unreviewed``."""
+    labels = _reviewed(stem)
+    if not labels:
+        return None
+    lab, n = ndi.label(mask > 0, structure=np.ones((3, 3, 3)))
+    near = ndi.grey_dilation(lab, size=(3, 3, 3))
+    near = np.where(lab > 0, lab, near)
+    best = np.full(n + 1, -1)
+    rank = {1: 3, 2: 2, 0: 1}
+    for xyz, lb in labels:
+        ijk = _world_to_ijk(affine, xyz)
+        if all(0 <= v < d for v, d in zip(ijk, mask.shape, strict=True)):
+            c = int(near[tuple(ijk)])
+            if c and rank[lb] > rank.get(int(best[c]), 0):
+                best[c] = lb
+    best = best[1:]
+    out = {"pvs_like": int((best == 1).sum()), "not_pvs": int((best == 0).sum()),
+           "unsure": int((best == 2).sum()), "unreviewed": int((best < 0).sum())}  # fmt: skip
+    judged = out["pvs_like"] + out["not_pvs"] + out["unsure"]
+    out["pvs_like_fraction"] = out["pvs_like"] / judged if judged else float("nan")
+    return out
 
 
 def cmd_measure(args) -> dict:
@@ -454,6 +490,9 @@ def review_head(stem: str, derivatives: Path, params=None) -> dict:
         out["labelled_pvs_found"] = [hits[1], totals[1]]
         out["labelled_not_pvs_hit"] = [hits[0], totals[0]]
         out["labelled_unsure_hit"] = [hits[2], totals[2]]
+    reviewed = score_review(mask, pre_img.affine, stem)
+    if reviewed is not None:
+        out["cluster_review"] = reviewed
     if stem == "arc2017_stroke_t1w":
         inf = reference_infarct(pre, brain, pre_img.affine)
         dist = ndi.distance_transform_edt(~inf, sampling=zooms)
@@ -493,6 +532,17 @@ def review_sheets(res: dict, out_dir: Path, per_sheet: int = 20) -> list[Path]:
         vals = img[tuple(pts.T)]
         items.append((pts[int(np.argmin(vals))], int(sub.sum()), i + 1))
     items.sort(key=lambda t: (-t[1], tuple(t[0])))
+    # world position of each sheet cluster's darkest voxel: the key of the review labels
+    to_native = nib.orientations.inv_ornt_aff(ornt, res["_image"].shape)
+    world = res["_affine"] @ to_native
+    index = [
+        {"number": k + 1, "voxels": size,
+         "xyz": [round(float(v), 2) for v in world[:3, :3] @ c + world[:3, 3]]}
+        for k, (c, size, _) in enumerate(items)
+    ]  # fmt: skip
+    (out_dir / f"{res['head']}_clusters.json").write_text(
+        "[\n" + ",\n".join(json.dumps(i) for i in index) + "\n]\n"
+    )
     h = 10
     pad = np.pad(img, h)
     padm = np.pad(mask, h)
