@@ -244,15 +244,12 @@ def cmd_candidates(args) -> None:
             )
 
 
-def _labelled(stem: str) -> list[tuple[list[float], int]]:
-    doc = json.loads(LABELS.read_text())
-    return [(r[:3], int(r[3])) for r in doc["heads"].get(stem, {}).get("labels", [])]
-
-
-def _reviewed(stem: str) -> list[tuple[list[float], int]]:
-    if not CLUSTER_REVIEW.exists():
+def _labelled(stem: str, path: Path = LABELS) -> list[tuple[list[float], int]]:
+    """(world xyz, label) rows of ``stem`` in a labels file (:data:`LABELS`,
+    :data:`CLUSTER_REVIEW`); none when the file is absent."""
+    if not path.exists():
         return []
-    doc = json.loads(CLUSTER_REVIEW.read_text())
+    doc = json.loads(path.read_text())
     return [(r[:3], int(r[3])) for r in doc["heads"].get(stem, {}).get("labels", [])]
 
 
@@ -260,10 +257,12 @@ def score_review(mask: np.ndarray, affine, stem: str) -> dict | None:
     """The mask's clusters against the visual review of ``stem`` (:data:`CLUSTER_REVIEW`): a
     cluster takes the label of a reviewed darkest voxel within one voxel of it (PVS-like wins
     over unsure over not when several fall on it); clusters with none are ``unreviewed``."""
-    labels = _reviewed(stem)
+    from mcpvs_bidsapp import measures
+
+    labels = _labelled(stem, CLUSTER_REVIEW)
     if not labels:
         return None
-    lab, n = ndi.label(mask > 0, structure=np.ones((3, 3, 3)))
+    lab, n = measures.label_clusters(mask)
     near = ndi.grey_dilation(lab, size=(3, 3, 3))
     near = np.where(lab > 0, lab, near)
     best = np.full(n + 1, -1)

@@ -84,6 +84,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import __version__, vesselness_clusters, vesselness_frangi
+from .outputs import spec
 from .outputs.spec import Region
 
 # grid helpers shared with the first method (same resampling, same superior-axis rule)
@@ -258,8 +259,7 @@ def _seeded_fragments(
     learned rule has already judged the cluster. Any other element is kept only when its
     strongest ``resp`` (the step 3 response, noise units) reaches ``z``.
     """
-    s26 = np.ones((3, 3, 3), bool)
-    el, n_el = ndi.label(final, structure=s26)
+    el, n_el = ndi.label(final, structure=spec.CONNECTIVITY_26)
     if n_el == 0:
         return final
     ids = np.arange(1, n_el + 1)
@@ -268,8 +268,7 @@ def _seeded_fragments(
     on_top &= darkness >= top[np.maximum(clusters, 1) - 1]
     keep = np.asarray(ndi.maximum(resp, el, ids)) >= z
     keep = np.concatenate([[False], keep])
-    keep[np.unique(el[on_top])] = True
-    keep[0] = False
+    keep[np.unique(el[on_top])] = True  # on_top lies in final: labels > 0 only
     return keep[el]
 
 
