@@ -45,9 +45,9 @@ def review():
 
 def test_philips_finds_pvs_and_bg_pvs(review):
     r = review("philips_adni_sag3d_mprage_t1w")
-    # measured with the learned cluster rule: 150 clusters, 361 mm³, 12 BG clusters, 80 of 90
-    # labelled PVS-like dots, 16 of 42 labelled not-PVS dots hit (hand-set rules before it:
-    # 160 clusters, 69 of 90, 16 of 42), 6 s
+    # measured with the learned cluster rule and the 2 mm edge rule: 127 clusters, 331 mm³,
+    # 10 BG clusters, 80 of 90 labelled PVS-like dots, 16 of 42 labelled not-PVS dots hit
+    # (hand-set rules before it: 160 clusters, 69 of 90, 16 of 42), 6 s
     assert r["clusters"] >= 30  # issue target
     assert r["bg_clusters"] > 0  # issue target
     found, total = r["labelled_pvs_found"]
@@ -57,17 +57,18 @@ def test_philips_finds_pvs_and_bg_pvs(review):
     assert r["seconds"] < 60
     assert "low_load" not in r["qc_flags"] and "no_bg_pvs" not in r["qc_flags"]
     # the visual review of every cluster (benchmarks/data/cluster_review.json, 2026-12-02):
-    # 62 PVS-like, 22 not, 66 unsure of 150; the issue's target (>= 80 % PVS-like) is not met,
-    # these bounds keep it from getting worse
+    # 62 PVS-like, 22 not, 66 unsure of 150; with the 2 mm edge rule 60 / 9 / 58 of 127. The
+    # issue's target (>= 80 % PVS-like) is not met; these bounds keep it from getting worse
     rv = r["cluster_review"]
     assert rv["unreviewed"] <= 0.1 * r["clusters"]
-    assert rv["pvs_like_fraction"] > 0.35
-    assert rv["not_pvs"] / r["clusters"] < 0.2
+    assert rv["pvs_like_fraction"] > 0.43
+    assert rv["not_pvs"] / r["clusters"] < 0.12
 
 
 def test_stroke_head_keeps_off_the_infarct(review):
     r = review("arc2017_stroke_t1w")
-    # measured with the learned cluster rule: 119 clusters, 711 mm³, 21 BG clusters, 0 % within
+    # measured with the learned cluster rule: 119 clusters, 711 mm³, 21 BG clusters (61, 591
+    # mm³, 9 with fragment_z 4 and the 2 mm edge rule), 0 % within
     # 3 mm of the infarct, no cluster on the cavity wall, 12 of 13 labelled PVS-like dots
     assert r["pvs_within_3mm_of_infarct_fraction"] < 0.10  # issue target
     assert r["clusters_on_cavity_wall"] == 0  # issue target

@@ -38,8 +38,9 @@ class VesselnessSegmenter:
     #: parameter overrides on ``--regions fast``: its WM border is the atlas prior refined by
     #: intensity, not a fitted segmentation, and a cluster held wholly in the region's outer
     #: 2.5 mm is GM partial volume there (demo: 800 of 820 clusters were such, Dice 0.26).
-    #: Not the default with Samseg regions: on the tune heads' realistic phantoms it cost
-    #: cluster recall 0.68 -> 0.61 (docs/builtin-method.md)
+    #: Samseg regions use 2 mm (``vesselness.DEFAULT_PARAMS``, chosen on the real-head visual
+    #: review); 2.5 mm there cost cluster recall 0.68 -> 0.61 on the tune heads' realistic
+    #: phantoms (docs/builtin-method.md)
     fast_regions_parameters = MappingProxyType({"edge_cluster_mm": 2.5})
 
     def resolve(self, settings) -> Mapping[str, Any]:
