@@ -148,8 +148,8 @@ def test_node_equals_v1_predict_from_folder(
     np.testing.assert_allclose(prob[box], softmax, atol=1e-3)  # v1 stores float16
     assert prob.sum() == pytest.approx(prob[box].sum())  # nothing outside v1's crop
     # the model learned the tubes: Dice 0.876 (fast-cpu) and 0.885 (full) with the seeded build
-    # on this machine; unseeded builds scattered round 0.8 (one CI run 0.798)
-    assert _dice(mask, truth) > 0.7
+    # (the same model in every session; unseeded builds scattered round 0.8, one CI run 0.798)
+    assert _dice(mask, truth) > 0.8
 
     record = res.outputs.out_parameters["Model"]
     assert record["NnUNetVersion"] == 1
