@@ -173,6 +173,7 @@ def test_fragments_wholly_at_the_region_edge_are_dropped():
     assert mask[24, 17:21, 24].any()  # the deep end stays
 
 
+@pytest.mark.slow  # six segmentations of the box: 24 s, the largest share of `-m "not slow"`
 def test_fluid_reference_undoes_a_vendor_like_gamma(mni_box):
     """``fluid_reference`` (opt-in) standardises the image's fluid/WM ratio with a power curve
     about WM, so a gamma of 0.85 or 1.15 (``phantoms.degrade``) moves the volume much less.
