@@ -253,10 +253,30 @@ def _labelled(stem: str, path: Path = LABELS) -> list[tuple[list[float], int]]:
     return [(r[:3], int(r[3])) for r in doc["heads"].get(stem, {}).get("labels", [])]
 
 
+def _element_labels(near: np.ndarray, n: int, affine, labels) -> np.ndarray:
+    """Per element 1..n of a label image (``near``: the elements grown by one voxel), the label
+    of ``labels`` rows falling on it (PVS-like wins over unsure over not), -1 for none."""
+    best = np.full(n + 1, -1)
+    rank = {1: 3, 2: 2, 0: 1}
+    for xyz, lb in labels:
+        ijk = _world_to_ijk(affine, xyz)
+        if all(0 <= v < d for v, d in zip(ijk, near.shape, strict=True)):
+            c = int(near[tuple(ijk)])
+            if c and rank[lb] > rank.get(int(best[c]), 0):
+                best[c] = lb
+    return best[1:]
+
+
 def score_review(mask: np.ndarray, affine, stem: str) -> dict | None:
     """The mask's clusters against the visual review of ``stem`` (:data:`CLUSTER_REVIEW`): a
     cluster takes the label of a reviewed darkest voxel within one voxel of it (PVS-like wins
-    over unsure over not when several fall on it); clusters with none are ``unreviewed``."""
+    over unsure over not when several fall on it); clusters with none are ``unreviewed``.
+
+    Also the single-voxel clusters' labels (``single_voxel``), and the second, independent
+    review of dark dots (:data:`LABELS`, labelled on the dot, not on the mask): ``either`` is
+    the fraction of judged clusters PVS-like in one review and "not" in neither. On the Philips
+    head 24 of the 38 single-voxel clusters left "unsure" sit on a dot labelled PVS-like
+    (2026-12-03): one voxel of a visible PVS is hard to judge on the mask's own views."""
     from mcpvs_bidsapp import measures
 
     labels = _labelled(stem, CLUSTER_REVIEW)
@@ -265,19 +285,22 @@ def score_review(mask: np.ndarray, affine, stem: str) -> dict | None:
     lab, n = measures.label_clusters(mask)
     near = ndi.grey_dilation(lab, size=(3, 3, 3))
     near = np.where(lab > 0, lab, near)
-    best = np.full(n + 1, -1)
-    rank = {1: 3, 2: 2, 0: 1}
-    for xyz, lb in labels:
-        ijk = _world_to_ijk(affine, xyz)
-        if all(0 <= v < d for v, d in zip(ijk, mask.shape, strict=True)):
-            c = int(near[tuple(ijk)])
-            if c and rank[lb] > rank.get(int(best[c]), 0):
-                best[c] = lb
-    best = best[1:]
+    best = _element_labels(near, n, affine, labels)
+    dots = _element_labels(near, n, affine, _labelled(stem, LABELS))
+    one = np.bincount(lab.ravel(), minlength=n + 1)[1:] == 1
     out = {"pvs_like": int((best == 1).sum()), "not_pvs": int((best == 0).sum()),
            "unsure": int((best == 2).sum()), "unreviewed": int((best < 0).sum())}  # fmt: skip
     judged = out["pvs_like"] + out["not_pvs"] + out["unsure"]
     out["pvs_like_fraction"] = out["pvs_like"] / judged if judged else float("nan")
+    out["single_voxel"] = {
+        "clusters": int(one.sum()),
+        "pvs_like": int((one & (best == 1)).sum()),
+        "not_pvs": int((one & (best == 0)).sum()),
+        "unsure": int((one & (best == 2)).sum()),
+    }
+    out["unsure_on_labelled_pvs"] = int(((best == 2) & (dots == 1)).sum())
+    either = ((best == 1) | (dots == 1)) & (best != 0) & (dots != 0) & (best >= 0)
+    out["either_pvs_like_fraction"] = float(either.sum() / judged) if judged else float("nan")
     return out
 
 
