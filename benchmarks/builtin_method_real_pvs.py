@@ -244,9 +244,11 @@ def cmd_candidates(args) -> None:
             )
 
 
-def _labelled(stem: str, path: Path = LABELS) -> list[tuple[list[float], int]]:
-    """(world xyz, label) rows of ``stem`` in a labels file (:data:`LABELS`,
-    :data:`CLUSTER_REVIEW`); none when the file is absent."""
+def _labelled(stem: str, path: Path | None = None) -> list[tuple[list[float], int]]:
+    """(world xyz, label) rows of ``stem`` in a labels file (default :data:`LABELS`, read when
+    called so that a test can point it elsewhere; or :data:`CLUSTER_REVIEW`); none when the
+    file is absent."""
+    path = LABELS if path is None else path
     if not path.exists():
         return []
     doc = json.loads(path.read_text())
@@ -286,7 +288,7 @@ def score_review(mask: np.ndarray, affine, stem: str) -> dict | None:
     near = ndi.grey_dilation(lab, size=(3, 3, 3))
     near = np.where(lab > 0, lab, near)
     best = _element_labels(near, n, affine, labels)
-    dots = _element_labels(near, n, affine, _labelled(stem, LABELS))
+    dots = _element_labels(near, n, affine, _labelled(stem))
     one = np.bincount(lab.ravel(), minlength=n + 1)[1:] == 1
     out = {"pvs_like": int((best == 1).sum()), "not_pvs": int((best == 0).sum()),
            "unsure": int((best == 2).sum()), "unreviewed": int((best < 0).sum())}  # fmt: skip

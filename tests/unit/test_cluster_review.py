@@ -38,6 +38,7 @@ def test_each_cluster_takes_the_label_reviewed_within_one_voxel(tmp_path, monkey
     assert out["pvs_like_fraction"] == 0.5
     assert out["single_voxel"] == {"clusters": 2, "pvs_like": 0, "not_pvs": 1, "unsure": 0}
     assert out["unsure_on_labelled_pvs"] == 0 and out["either_pvs_like_fraction"] == 0.5
+    assert rp.score_review(mask, affine, "other head") is None
 
 
 def test_the_dot_review_can_lift_an_unsure_cluster_not_a_rejected_one(tmp_path, monkeypatch):
@@ -72,7 +73,6 @@ def test_the_dot_review_can_lift_an_unsure_cluster_not_a_rejected_one(tmp_path, 
     assert (out["pvs_like"], out["unsure"], out["not_pvs"]) == (0, 2, 1)
     assert out["single_voxel"]["clusters"] == 3 and out["unsure_on_labelled_pvs"] == 1
     assert out["either_pvs_like_fraction"] == 1 / 3
-    assert rp.score_review(mask, affine, "other head") is None
 
 
 def test_the_shipped_review_covers_the_philips_head():
