@@ -86,9 +86,9 @@ class VesselnessSegmenter:
             {
                 "flag": "coarse_regions",
                 "message": "the built-in method on --regions fast still finds grey matter "
-                "that the coarse WM region folds in (Philips test head: 167 clusters / 983 "
-                "mm^3, 78 % of that volume in clusters outside Samseg's BG and WM, against "
-                "181 / 343 mm^3 with Samseg regions; docs/builtin-method.md): use the default "
+                "that the coarse WM region folds in (Philips test head: 124 clusters / 921 "
+                "mm^3, 70 % of that volume in clusters outside Samseg's BG and WM, against "
+                "127 / 331 mm^3 with Samseg regions; docs/builtin-method.md): use the default "
                 "Samseg regions for numbers to report",
             }
         ]
