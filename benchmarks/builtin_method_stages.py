@@ -40,7 +40,7 @@ SHOWN = ("log_size", "csm_max_z", "resp_max", "cv_max_t", "extent2")
 def stages(ph: dict, found: np.ndarray, params: dict | None = None) -> dict:
     """Recall at each stage of one phantom, and the dropped candidates' feature medians."""
     p = vesselness._sanitize(params)
-    rows = candidate_rows(ph, found)
+    rows = candidate_rows(ph, found, params)
     model = vesselness_clusters.load_model(str(p["cluster_model"]))
     cols = [vesselness_clusters.FEATURES.index(f) for f in model.features]
     x, pos, touched, n = rows["x"], rows["pos"], rows["touched"], max(rows["n_truth"], 1)

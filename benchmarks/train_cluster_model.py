@@ -52,11 +52,12 @@ JOBS = (
 C_REG = 1.0
 
 
-def candidate_rows(ph: dict, findings: np.ndarray) -> dict:
-    """Features, labels and touched truth clusters of one phantom's candidate clusters."""
+def candidate_rows(ph: dict, findings: np.ndarray, params: dict | None = None) -> dict:
+    """Features, labels and touched truth clusters of one phantom's candidate clusters
+    (``params``: overrides of the candidate parameters; the model is always off here)."""
     head = ph["head"]
     dbg: dict = {}
-    params = {"cluster_model": ""}
+    params = {**(params or {}), "cluster_model": ""}
     vesselness.segment_pvs(
         ph["pre"], ph["regions"], head.zooms, affine=head.affine, params=params, debug=dbg
     )
