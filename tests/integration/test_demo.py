@@ -82,7 +82,8 @@ def test_the_demo_mask_is_not_the_cortex(demo_twice):
     the deep-WM closing and the fast-regions edge rule it is 0.76 / 0.79 at 1 mm. This 2 mm
     copy measured Dice 0.20, precision 0.21 before and 0.31 / 0.52 after (at 2 mm the method
     misses most of the thin PVS: recall 0.22); with the learned cluster rule, fitted on 1 mm
-    heads, Dice 0.246 (clean-checkout CI run; a loss listed in docs/builtin-method.md)."""
+    heads, Dice 0.246 (clean-checkout CI run; a loss listed in docs/builtin-method.md); with
+    its refit clusters-logistic-v2 (2026-12-03) 0.256, precision 0.72, recall 0.16."""
     import csv
 
     dest, _ = demo_twice
