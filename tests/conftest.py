@@ -54,6 +54,42 @@ def tiny_v1_model_dir(tmp_path_factory) -> Path:
     return build_tiny_v1_model(workdir)
 
 
+#: the MNI152 box the built-in method's phantom tests crop (voxels of nilearn's 1 mm template)
+MNI_BOX = (slice(45, 155), slice(70, 190), slice(55, 135))
+
+
+@pytest.fixture(scope="session")
+def realistic_mni_box():
+    """The realistic MNI box (issue #15): a moderate load of realistic PVS with every cohort
+    mimic (seed 1), noise 0.03, a 10 % bias field; ``(phantom, image, affine)``. Built once per
+    session (7 s) for test_realistic_phantoms and test_vesselness; the image is read-only."""
+    from mcpvs_bidsapp.synthetic import phantoms, realistic
+
+    t, aff, brain, regions = phantoms.mni_regions()
+    aff = aff.copy()
+    aff[:3, 3] = aff[:3, :3] @ [s.start for s in MNI_BOX] + aff[:3, 3]
+    t, brain, regions = t[MNI_BOX].copy(), brain[MNI_BOX].copy(), regions[MNI_BOX].copy()
+    ph = realistic.insert_realistic_pvs(
+        t, aff, brain, regions == 2, regions == 1, load="moderate", seed=1,
+        mimics=realistic.MIMICS, regions=regions,
+    )  # fmt: skip
+    img = phantoms.degrade(
+        ph.image, seed=11, bias_strength=0.1, noise_sd=0.03, reference=1.0, mask=brain
+    )
+    img.flags.writeable = False
+    return ph, img, aff
+
+
+@pytest.fixture(scope="session")
+def realistic_mni_default(realistic_mni_box):
+    """The built-in method with today's defaults on :func:`realistic_mni_box`:
+    ``(probseg, mask, used parameters)``, computed once per session (5 s)."""
+    from mcpvs_bidsapp import vesselness
+
+    ph, img, aff = realistic_mni_box
+    return vesselness.segment_pvs(img, ph.regions, (1, 1, 1), affine=aff)
+
+
 def pytest_collection_modifyitems(config, items):
     """``gpu`` tests skip with the reason where torch sees no CUDA GPU (checked once)."""
     gpu_items = [item for item in items if "gpu" in item.keywords]

@@ -23,38 +23,18 @@ import numpy as np
 import pytest
 
 from mcpvs_bidsapp import metrics, vesselness
-from mcpvs_bidsapp.synthetic import phantoms, realistic
-
-_BOX = (slice(45, 155), slice(70, 190), slice(55, 135))
 
 
 @pytest.fixture(scope="module")
-def realistic_box_inputs():
-    t, aff, brain, regions = phantoms.mni_regions()
-    aff = aff.copy()
-    aff[:3, 3] = aff[:3, :3] @ [s.start for s in _BOX] + aff[:3, 3]
-    t, brain, regions = t[_BOX].copy(), brain[_BOX].copy(), regions[_BOX].copy()
-    ph = realistic.insert_realistic_pvs(
-        t,
-        aff,
-        brain,
-        regions == 2,
-        regions == 1,
-        load="moderate",
-        seed=1,
-        mimics=realistic.MIMICS,
-        regions=regions,
-    )
-    img = phantoms.degrade(
-        ph.image, seed=11, bias_strength=0.1, noise_sd=0.03, reference=1.0, mask=brain
-    )
-    return ph, img, aff
+def realistic_box_inputs(realistic_mni_box):
+    """The phantom (tests/conftest.py, built once per session): ``(phantom, image, affine)``."""
+    return realistic_mni_box
 
 
 @pytest.fixture(scope="module")
-def realistic_box(realistic_box_inputs):
-    ph, img, aff = realistic_box_inputs
-    _, mask, used = vesselness.segment_pvs(img, ph.regions, (1, 1, 1), affine=aff)
+def realistic_box(realistic_mni_box, realistic_mni_default):
+    ph, _, _ = realistic_mni_box
+    _, mask, used = realistic_mni_default
     return ph, mask, used
 
 
