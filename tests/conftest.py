@@ -59,16 +59,28 @@ MNI_BOX = (slice(45, 155), slice(70, 190), slice(55, 135))
 
 
 @pytest.fixture(scope="session")
-def realistic_mni_box():
+def mni_box():
+    """nilearn's MNI152 template and its regions (``phantoms.mni_regions``) cropped to
+    :data:`MNI_BOX`: ``(t1w, affine, brain, regions)``, read-only, built once per session."""
+    from mcpvs_bidsapp.synthetic import phantoms
+
+    t, aff, brain, regions = phantoms.mni_regions()
+    aff = aff.copy()
+    aff[:3, 3] = aff[:3, :3] @ [s.start for s in MNI_BOX] + aff[:3, 3]
+    box = (t[MNI_BOX].copy(), aff, brain[MNI_BOX].copy(), regions[MNI_BOX].copy())
+    for arr in box:
+        arr.flags.writeable = False
+    return box
+
+
+@pytest.fixture(scope="session")
+def realistic_mni_box(mni_box):
     """The realistic MNI box (issue #15): a moderate load of realistic PVS with every cohort
     mimic (seed 1), noise 0.03, a 10 % bias field; ``(phantom, image, affine)``. Built once per
     session (7 s) for test_realistic_phantoms and test_vesselness; the image is read-only."""
     from mcpvs_bidsapp.synthetic import phantoms, realistic
 
-    t, aff, brain, regions = phantoms.mni_regions()
-    aff = aff.copy()
-    aff[:3, 3] = aff[:3, :3] @ [s.start for s in MNI_BOX] + aff[:3, 3]
-    t, brain, regions = t[MNI_BOX].copy(), brain[MNI_BOX].copy(), regions[MNI_BOX].copy()
+    t, aff, brain, regions = mni_box
     ph = realistic.insert_realistic_pvs(
         t, aff, brain, regions == 2, regions == 1, load="moderate", seed=1,
         mimics=realistic.MIMICS, regions=regions,

@@ -26,12 +26,6 @@ from mcpvs_bidsapp import metrics, vesselness
 
 
 @pytest.fixture(scope="module")
-def realistic_box_inputs(realistic_mni_box):
-    """The phantom (tests/conftest.py, built once per session): ``(phantom, image, affine)``."""
-    return realistic_mni_box
-
-
-@pytest.fixture(scope="module")
 def realistic_box(realistic_mni_box, realistic_mni_default):
     ph, _, _ = realistic_mni_box
     _, mask, used = realistic_mni_default
@@ -76,12 +70,12 @@ def test_method_finds_most_realistic_pvs(realistic_box):
 
 
 def test_learned_cluster_rule_trades_little_recall_for_much_precision(
-    realistic_box, realistic_box_inputs
+    realistic_box, realistic_mni_box
 ):
     """On a head it was not fitted on: without the rule the same candidates hold 2-3 noise
     blobs per PVS (measured R / P 0.82 / 0.40, Dice 0.63); with it 0.73 / 0.74, 0.69."""
     ph, mask, used = realistic_box
-    _, img, aff = realistic_box_inputs
+    _, img, aff = realistic_mni_box
     _, off, _ = vesselness.segment_pvs(
         img, ph.regions, (1, 1, 1), affine=aff, params={"cluster_model": ""}
     )

@@ -11,19 +11,9 @@ import pytest
 from mcpvs_bidsapp import measures, metrics, vesselness
 from mcpvs_bidsapp.synthetic import phantoms
 
+
 # a box around both basal ganglia and the periventricular/central WM of nilearn's MNI152:
 # small enough for fast tests, large enough to hold BG and WM tubes
-_BOX = (slice(45, 155), slice(70, 190), slice(55, 135))
-
-
-@pytest.fixture(scope="module")
-def mni_box():
-    t, aff, brain, regions = phantoms.mni_regions()
-    aff = aff.copy()
-    aff[:3, 3] = aff[:3, :3] @ [s.start for s in _BOX] + aff[:3, 3]
-    return t[_BOX].copy(), aff, brain[_BOX].copy(), regions[_BOX].copy()
-
-
 def _phantom(mni_box, load, seed, noise_seed=11, noise=0.02, bias=0.1):
     t, aff, brain, regions = mni_box
     ph = phantoms.insert_pvs(
@@ -338,14 +328,7 @@ def test_volume_core_is_one_connected_element():
     assert vesselness._connected_cores(lab, dark, np.array([40])).sum() == 11
 
 
-@pytest.fixture(scope="module")
-def realistic_box(realistic_mni_box):
-    """The realistic MNI box with every mimic (seed 1) of test_realistic_phantoms
-    (tests/conftest.py, built once per session)."""
-    return realistic_mni_box
-
-
-def test_volume_rule_keeps_dark_fragments_that_are_pvs(realistic_box, realistic_mni_default):
+def test_volume_rule_keeps_dark_fragments_that_are_pvs(realistic_mni_box, realistic_mni_default):
     """Why ``volume_core`` stays "darkest": a candidate cluster often joins two or more nearby
     PVS, and its darkest voxels fall on each of them. On the realistic MNI box (the phantom of
     test_realistic_phantoms, seed 1) the darkest voxels give 119 mask elements from 92 kept
@@ -353,16 +336,16 @@ def test_volume_rule_keeps_dark_fragments_that_are_pvs(realistic_box, realistic_
     cluster gives 88 elements, 0.661 / 0.716 / 0.654 (measured 2026-12-03, cluster model
     clusters-logistic-v2; 2026-12-02 with v1: 130 from 94, 0.768 / 0.708 / 0.692 against
     0.679 / 0.691 / 0.652)."""
-    ph, img, aff = realistic_box
-    assert vesselness.DEFAULT_PARAMS["volume_core"] == "darkest"
+    ph, img, aff = realistic_mni_box
+    assert vesselness.DEFAULT_PARAMS["volume_core"] == "darkest"  # the session's default run
+    runs = {
+        "darkest": realistic_mni_default,
+        "connected": vesselness.segment_pvs(
+            img, ph.regions, (1, 1, 1), affine=aff, params={"volume_core": "connected"}
+        ),
+    }
     out = {}
-    for core in ("darkest", "connected"):
-        if core == "darkest":  # the default: the session's shared run
-            _, mask, used = realistic_mni_default
-        else:
-            _, mask, used = vesselness.segment_pvs(
-                img, ph.regions, (1, 1, 1), affine=aff, params={"volume_core": core}
-            )
+    for core, (_, mask, used) in runs.items():
         m = metrics.compare_masks(mask, ph.truth_mask, ph.regions)["all"]
         out[core] = (m, measures.label_clusters(mask)[1], used["measured"]["cluster_model_kept"])
     (dk, n_dk, kept), (cn, n_cn, kept_cn) = out["darkest"], out["connected"]
@@ -391,7 +374,7 @@ def test_fragment_needs_its_own_dot_or_tube_response():
     assert (kept == final).all()
 
 
-def test_fragment_rule_drops_wmh_speckle_not_pvs(realistic_box, realistic_mni_default):
+def test_fragment_rule_drops_wmh_speckle_not_pvs(realistic_mni_box, realistic_mni_default):
     """``fragment_z`` 4 (default) against 0 (every fragment the volume rule leaves) on the
     realistic MNI box with mimics, seed 1: mask elements touching a T1-hypointense WMH patch
     11 -> 7, cluster precision 0.706 -> 0.739, recall 0.732 both (measured 2026-12-03 with
@@ -399,17 +382,17 @@ def test_fragment_rule_drops_wmh_speckle_not_pvs(realistic_box, realistic_mni_de
     2 / 3: WMH 15 -> 5, 12 -> 5; recall 0.827 -> 0.819, 0.902 both)."""
     from scipy import ndimage as ndi
 
-    ph, img, aff = realistic_box
+    ph, img, aff = realistic_mni_box
     near = ndi.binary_dilation(ph.mimics["wmh"], iterations=2)
+    assert vesselness.DEFAULT_PARAMS["fragment_z"] == 4.0  # the session's default run
+    runs = {
+        0.0: vesselness.segment_pvs(
+            img, ph.regions, (1, 1, 1), affine=aff, params={"fragment_z": 0.0}
+        ),
+        4.0: realistic_mni_default,
+    }
     out = {}
-    assert vesselness.DEFAULT_PARAMS["fragment_z"] == 4.0
-    for z in (0.0, 4.0):
-        if z == 4.0:  # the default: the session's shared run
-            _, mask, _ = realistic_mni_default
-        else:
-            _, mask, _ = vesselness.segment_pvs(
-                img, ph.regions, (1, 1, 1), affine=aff, params={"fragment_z": z}
-            )
+    for z, (_, mask, _) in runs.items():
         m = metrics.compare_masks(mask, ph.truth_mask, ph.regions)["all"]
         lab = measures.label_clusters(mask)[0]
         out[z] = (m, int((np.unique(lab[near & (mask > 0)]) > 0).sum()))
