@@ -617,12 +617,37 @@ def review_sheets(res: dict, out_dir: Path, per_sheet: int = 20) -> list[Path]:
     return paths
 
 
+def outside_regions(res: dict, reference: Path) -> dict:
+    """How much of a review's mask lies in clusters that are mostly (> half their voxels)
+    outside BG ∪ WM of another run of the same T1w (``reference``, e.g. the Samseg run when
+    the mask came from ``--regions fast``): the grey matter a coarse region lets in."""
+    from mcpvs_bidsapp.outputs import spec
+
+    img = _derivative(reference / f"sub-{HEADS[res['head']]}" / "anat", spec.REGIONS_DSEG)
+    if img.shape != res["_mask"].shape or not np.allclose(img.affine, res["_affine"], atol=1e-3):
+        raise ValueError(f"{reference}: its regions are not on the grid of the reviewed mask")
+    inside = np.isin(np.asarray(img.dataobj), [int(spec.Region.BG), int(spec.Region.WM)])
+    lab, n = ndi.label(res["_mask"] > 0, structure=np.ones((3, 3, 3)))
+    ids = np.arange(1, n + 1)
+    share = np.asarray(ndi.mean(inside.astype(float), lab, ids)) if n else np.zeros(0)
+    size = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    out = share < 0.5
+    vox = float(abs(np.linalg.det(res["_affine"][:3, :3])))
+    return {
+        "clusters": int(out.sum()),
+        "volume_mm3": float(size[out].sum() * vox),
+        "volume_fraction": float(size[out].sum() / max(size.sum(), 1)),
+    }
+
+
 def cmd_review(args) -> dict:
     result = {}
     for stem in args.heads:
         res = review_head(stem, args.derivatives, args.params)
         paths = review_sheets(res, args.out) if args.sheets else []
         figures = {k: v for k, v in res.items() if not k.startswith("_")}
+        if args.reference_regions:
+            figures["outside_reference_regions"] = outside_regions(res, args.reference_regions)
         figures["sheets"] = [str(p) for p in paths]
         print(json.dumps(figures, indent=1, default=float))
         result[stem] = figures
@@ -644,6 +669,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--params", type=json.loads, default=None, help="review: JSON overrides")
     ap.add_argument("--sheets", action="store_true", help="review: write the contact sheets")
+    ap.add_argument(
+        "--reference-regions",
+        type=Path,
+        help="review: derivatives of another run of the same heads (e.g. Samseg for a fast "
+        "run); reports the mask's clusters lying mostly outside its BG and WM",
+    )
     args = ap.parse_args(argv)
     if args.command == "make-bids":
         print(make_bids(args.dest or Path("/work/cache-builtin/bids")))

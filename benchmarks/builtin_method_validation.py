@@ -396,6 +396,105 @@ def _print_row(r: dict) -> None:
     )
 
 
+def _short(head: str) -> str:
+    return head.split("_")[0]
+
+
+def _rates(bins: dict, unit: str = "") -> str:
+    return "; ".join(f"{k}{unit} {v[0]:.2f} ({v[1]})" for k, v in bins.items())
+
+
+def markdown_tables(rows: list[dict], summary: dict) -> str:
+    """The two tables of docs/builtin-method.md's validation section, from one run's rows and
+    summary (``--merge FILE --markdown``), so the figures there are printed, not copied by hand:
+    one row per phantom, then each figure beside the issue #15 target it answers."""
+    out = [
+        "| head | preset | load | realisation | true mm³ | pred mm³ | Dice | cluster R "
+        "| cluster P | element R / P |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m, e = r["metrics"]["all"], r["element"]
+        cells = [_short(r["head"]), r["preset"], r["load"], r["realisation"],
+                 f"{m['true_volume_mm3']:.0f}", f"{m['pred_volume_mm3']:.0f}"]  # fmt: skip
+        if m["true_volume_mm3"] > 0:
+            cells += [f"{m['dice']:.3f}", f"{m['cluster_recall']:.3f}",
+                      f"{m['cluster_precision']:.3f}",
+                      f"{e['element_recall']:.3f} / {e['element_precision']:.3f}"]  # fmt: skip
+        else:
+            cells += ["–"] * 4
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "| figure | measured | target (issue #15) |", "|---|---|---|"]
+    re_ = summary.get("realistic", {})
+    if re_.get("all"):
+        a = re_["all"]
+        real = [r for r in rows if r["preset"] == "realistic" and r["realisation"] == "r0"]
+        main = [r for r in real if r["load"] != "none"]
+        by_head = {
+            h: np.nanmean([r["metrics"]["all"]["cluster_recall"] for r in main if r["head"] == h])
+            for h in dict.fromkeys(r["head"] for r in main)
+        }
+        per_head = ", ".join(f"{_short(h)} {v:.3f}" for h, v in by_head.items())
+        out += [
+            f"| Dice (realistic, {re_['n_phantoms']} loaded r0 phantoms) | {a['dice']:.3f} "
+            f"(BG {re_['BG']['dice']:.3f}, WM {re_['WM']['dice']:.3f}) | ≥ 0.65 |",
+            f"| cluster recall / precision | {a['cluster_recall']:.3f} / "
+            f"{a['cluster_precision']:.3f} (recall: {per_head}) | ≥ 0.75 / ≥ 0.75 |",
+            f"| PVS detected (the mask touches it) "
+            f"| {re_.get('pvs_detection_rate', float('nan')):.3f} | reported |",
+            f"| element recall / precision (VALDO) | {re_['element_recall']:.3f} / "
+            f"{re_['element_precision']:.3f} | reported |",
+            f"| volume r across loads | {re_['volume_r']:.3f} (relative volume "
+            f"{100 * a['rel_volume_diff']:+.0f} %) | ≥ 0.95 |",
+            f"| recall per diameter | {_rates(re_['recall_by_diameter'], ' mm')} "
+            "| ≥ 0.8 for ≥ 1.2 mm |",
+            f"| recall per darkest-voxel ratio | {_rates(re_['recall_by_peak_ratio'])} "
+            "| reported |",
+        ]
+        for name, what in (("r1", "second noise/bias realisation"),
+                           ("vendor085", "vendor-like, gamma 0.85"),
+                           ("vendor115", "vendor-like, gamma 1.15")):  # fmt: skip
+            if f"{name}_volume_change_mean" in re_:
+                mean, mx = re_[f"{name}_volume_change_mean"], re_[f"{name}_volume_change_max"]
+                out.append(
+                    f"| volume change, {what} | {100 * mean:.1f} % mean, {100 * mx:.1f} % max "
+                    "| < 5 % |"
+                )
+        zero = [r for r in real if r["load"] == "none"]
+        if zero:
+            cells = ", ".join(
+                f"{_short(r['head'])} {r['metrics']['all']['pred_volume_mm3']:.0f} "
+                f"({r['raw_pred_volume_mm3']:.0f})"
+                for r in zero
+            )
+            out.append(f"| zero load: mm³ outside the head's own dark spots (all) | {cells} | – |")
+    fl = summary.get("fluid", {})
+    if fl.get("all"):
+        out.append(
+            f"| fluid-dark phantoms (old preset), Dice | {fl['all']['dice']:.3f} "
+            f"({fl['n_phantoms']} phantoms) | ≥ 0.85 |"
+        )
+    mi = summary.get("mimics", {}).get("mimics", {})
+    if mi:
+        rims = ", ".join(
+            f"{k} {v['rim_fraction_as_pvs_max']:.3f}"
+            for k, v in mi.items()
+            if "rim_fraction_as_pvs_max" in v
+        )
+        touch = ", ".join(f"{k} {v['clusters_touching_mean']:.2f}" for k, v in mi.items())
+        out += [
+            f"| mimics: lesion rim called PVS (max) | {rims} | < 5 % |",
+            f"| mimics: clusters touching per phantom (mean) | {touch} | reported |",
+        ]
+    secs = [s["seconds_max"] for s in summary.values() if "seconds_max" in s]
+    if secs:
+        out.append(
+            f"| `segment_pvs` seconds per phantom (max, one thread) | {max(secs):.1f} "
+            "| ≤ 60 s (2 cores) |"
+        )
+    return "\n".join(out)
+
+
 def phantoms_of_head(head, name: str, jobs, n4_shrink: int = 0):
     """Yield ``(phantom, findings)`` for each ``(preset, load, realisation)`` of ``jobs`` on
     ``head`` (file stem ``name``): the benchmark's phantoms, also the cluster model's training
@@ -433,9 +532,15 @@ def main(argv=None) -> int:
     ap.add_argument("--n4-shrink", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write all rows and the summary here")
     ap.add_argument("--merge", nargs="*", help="only summarise rows of earlier --json files")
+    ap.add_argument(
+        "--markdown", action="store_true", help="with --merge: print the docs' two tables"
+    )
     args = ap.parse_args(argv)
     if args.merge:
         rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
+        if args.markdown:
+            print(markdown_tables(rows, summarise(rows)))
+            return 0
         for r in rows:
             _print_row(r)
         print(json.dumps(summarise(rows), indent=1))
