@@ -57,7 +57,9 @@ def load_t1w(path: Path | str) -> tuple[nb.Nifti1Image, np.ndarray, list[str]]:
     if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
         raise fail(f"invalid voxel size {tuple(zooms)} in the header")
     if np.any(zooms > MAX_VOXEL_MM):
-        raise fail(f"voxels of {_fmt_mm(zooms)} are too coarse for PVS (at most {MAX_VOXEL_MM} mm)")
+        raise fail(
+            f"voxels of {format_mm(zooms)} are too coarse for PVS (at most {MAX_VOXEL_MM} mm)"
+        )
     affine = img.affine
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
         raise fail("the header's affine (qform/sform) is singular or not finite")
@@ -82,11 +84,11 @@ def load_t1w(path: Path | str) -> tuple[nb.Nifti1Image, np.ndarray, list[str]]:
     warnings = []
     if np.any(zooms > COARSE_VOXEL_MM):
         warnings.append(
-            f"{name}: voxels of {_fmt_mm(zooms)} are coarser than the 1 mm-class T1w the "
+            f"{name}: voxels of {format_mm(zooms)} are coarser than the 1 mm-class T1w the "
             "methods were validated on; small PVS will be missed"
         )
     if zooms.max() / zooms.min() > 2:
-        warnings.append(f"{name}: strongly anisotropic voxels ({_fmt_mm(zooms)})")
+        warnings.append(f"{name}: strongly anisotropic voxels ({format_mm(zooms)})")
     qform, qcode = img.get_qform(coded=True)
     sform, scode = img.get_sform(coded=True)
     if qcode and scode and not np.allclose(qform, sform, atol=1e-3):
@@ -146,7 +148,8 @@ def _read_to_end(path: Path) -> None:
             pass
 
 
-def _fmt_mm(zooms: np.ndarray) -> str:
+def format_mm(zooms) -> str:
+    """Voxel sizes as the messages write them, e.g. ``2x2x2 mm``."""
     return "x".join(f"{z:.2g}" for z in zooms) + " mm"
 
 

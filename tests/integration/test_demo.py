@@ -94,6 +94,23 @@ def test_the_demo_mask_is_not_the_cortex(demo_twice):
     assert float(row["dice"]) > 0.22
 
 
+def test_the_2mm_copy_carries_the_coarse_voxels_flag(demo_twice):
+    """At 2 mm the method misses most PVS (above: recall 0.16), so the numbers carry the
+    coarse_voxels QC flag: in the measures sidecar, the report's banner and the group
+    table's qc_flags."""
+    import csv
+
+    dest, _ = demo_twice
+    out = dest / "derivatives" / "mcpvs"
+    (sidecar,) = (out / "sub-01" / "anat").glob(f"*_{spec.MEASURES.entities}.json")
+    flags = {f["flag"]: f["message"] for f in json.loads(sidecar.read_text())["QCFlags"]}
+    assert "2x2x2 mm" in flags["coarse_voxels"]
+    assert flags["coarse_voxels"] in (out / "sub-01.html").read_text()
+    with (out / "group_pvs.tsv").open() as fh:
+        (row,) = list(csv.DictReader(fh, delimiter="\t"))
+    assert "coarse_voxels" in row["qc_flags"].split(";")
+
+
 def test_every_figure_of_the_demo_exists(demo_twice):
     from mcpvs_bidsapp.reports.layout import VIEWER, load_layout
 

@@ -145,6 +145,29 @@ def test_qc_flag_pvs_next_to_a_fluid_body_or_the_lesion():
     assert flag["lesion_mask"] and flag["value"] > 0
 
 
+def test_qc_flag_coarse_voxels():
+    """A voxel edge above validation.COARSE_VOXEL_MM (1.5 mm) is flagged beside the numbers;
+    1 mm and 1.5 mm are not. Only the affine decides: the same mask at 2 mm or 1 x 1 x 2 mm
+    (a thick-slice clinical T1w) raises it, with the voxel size in its message."""
+    from mcpvs_bidsapp.validation import COARSE_VOXEL_MM
+
+    t1w, dseg, brain, _ = _head()
+    mask = np.zeros((40, 40, 40), np.uint8)
+    mask[5, 5, 5] = 1
+    for zooms, raised in (((1, 1, 1), False), ((1.5, 1.5, 1.5), False),
+                          ((2, 2, 2), True), ((1, 1, 2), True)):  # fmt: skip
+        affine = np.diag([*zooms, 1.0])
+        census = measures.cluster_census(mask, dseg, affine)
+        out = measures.qc_flags(mask, dseg, brain, affine, census, t1w=t1w)
+        check = out["QCChecks"]["coarse_voxels"]
+        assert check["raised"] is raised and check["value"] == max(zooms), zooms
+        assert check["threshold"] == COARSE_VOXEL_MM
+        flags = {f["flag"]: f["message"] for f in out["QCFlags"]}
+        assert ("coarse_voxels" in flags) is raised
+        if raised:
+            assert "x".join(f"{z:.2g}" for z in zooms) + " mm" in flags["coarse_voxels"]
+
+
 def test_group_table_qc_label():
     assert qc_label({}) == spec.NA
     assert qc_label({"QCFlags": []}) == spec.QC_OK
