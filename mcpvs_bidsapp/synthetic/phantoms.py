@@ -364,15 +364,21 @@ def degrade(
     bias_strength: float = 0.2,
     noise_sd: float = 0.03,
     contrast_gamma: float = 1.0,
+    contrast_scale: float = 1.0,
     scale: float = 1.0,
     reference: float | None = None,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bias field, Rician noise and a vendor-like contrast change, all seeded.
 
-    ``noise_sd`` and the gamma curve are relative to ``reference`` (default: the 95th
+    ``noise_sd`` and the contrast changes are relative to ``reference`` (default: the 95th
     percentile inside ``mask`` or of the non-zero voxels), so the same settings mean the same
-    SNR on any intensity scale. Outside ``mask`` the image is left at 0 where it was 0.
+    SNR on any intensity scale. Two contrast changes: ``contrast_gamma``, a power curve (the
+    issue #15 vendor-like degradation; it bends partial-volume mixtures, which the scanner's
+    signal never does), and ``contrast_scale`` k, every contrast to the reference scaled by
+    k (x -> 1 - k (1 - x)): what another inversion time or flip angle does to a mixture of
+    two tissues, whose signal stays linear in the mixing fraction. Outside ``mask`` the image
+    is left at 0 where it was 0.
     """
     rng = np.random.default_rng(seed)
     img = np.asarray(image, dtype=np.float32)
@@ -381,6 +387,8 @@ def degrade(
     x = img / ref
     if contrast_gamma != 1.0:
         x = np.power(np.clip(x, 0, None), contrast_gamma)
+    if contrast_scale != 1.0:
+        x = np.clip(1.0 - contrast_scale * (1.0 - x), 0, None)
     x = x * random_bias_field(img.shape, seed=seed + 7919, strength=bias_strength)
     if noise_sd > 0:
         n1 = rng.normal(0.0, noise_sd, img.shape).astype(np.float32)

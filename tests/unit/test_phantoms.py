@@ -135,6 +135,12 @@ def test_degrade_is_seeded_and_does_what_it_says(mni):
     )
     bg = regions == 1
     assert np.median(g[bg]) / np.median(g[wm]) > np.median(t[bg]) / np.median(t[wm])
+    # contrast_scale: every contrast to the reference scaled by k, mixtures stay linear
+    k = phantoms.degrade(
+        t, seed=3, bias_strength=0, noise_sd=0, contrast_scale=0.8, reference=1.0, mask=brain
+    )
+    inside = brain > 0
+    assert np.allclose(1 - k[inside], 0.8 * (1 - t[inside]), atol=1e-5)
 
 
 @pytest.mark.slow
