@@ -49,15 +49,22 @@ SPLITS = {
     "report": ["philips_adni_sag3d_mprage_t1w", "arc2017_stroke_t1w"],
 }
 LOADS = ["none", "few", "mild", "moderate", "many"]
-#: name -> (bias_strength, noise_sd, gamma); noise SD relative to the 95th percentile.
-#: r0 and r1: two noise/bias realisations with the same settings (different seeds);
-#: the vendor-like ones: stronger bias, more noise, a gamma of 0.85 or 1.15
+#: name -> (bias_strength, noise_sd, gamma, contrast scale); noise SD relative to the 95th
+#: percentile. r0 and r1: two noise/bias realisations with the same settings (different
+#: seeds); the vendor-like ones (issue #15): stronger bias, more noise, a gamma of 0.85 or
+#: 1.15; the linear ones: the same bias and noise, and every contrast to WM scaled by 0.8 or
+#: 1.2 (another inversion time: partial-volume mixtures stay linear, a gamma bends them;
+#: phantoms.degrade). Appended last, so the other realisations keep their seeds
 REALISATIONS = {
-    "r0": (0.2, 0.02, 1.0),
-    "r1": (0.2, 0.02, 1.0),
-    "vendor085": (0.25, 0.03, 0.85),
-    "vendor115": (0.25, 0.03, 1.15),
+    "r0": (0.2, 0.02, 1.0, 1.0),
+    "r1": (0.2, 0.02, 1.0, 1.0),
+    "vendor085": (0.25, 0.03, 0.85, 1.0),
+    "vendor115": (0.25, 0.03, 1.15, 1.0),
+    "linear080": (0.25, 0.03, 1.0, 0.8),
+    "linear120": (0.25, 0.03, 1.0, 1.2),
 }
+#: the realisations whose volume change against r0 the summary reports
+CHANGE_REALISATIONS = ("r1", "vendor085", "vendor115", "linear080", "linear120")
 DIAMETER_BINS = [(0.0, 0.8), (0.8, 1.2), (1.2, 9.0)]
 CONTRAST_BINS = [(0.0, 0.6), (0.6, 0.7), (0.7, 0.8), (0.8, 1.0)]
 
@@ -127,13 +134,13 @@ def _scored_prediction(pred, truth, ignore):
 
 def build(head, preset, load, seed, real, n4_shrink=0, occupied=None) -> dict:
     """Phantom, degraded and preprocessed: everything segmentation needs, and the truth."""
-    bias_s, noise, gamma = REALISATIONS[real]
+    bias_s, noise, gamma, contrast = REALISATIONS[real]
     brain = head.brain_mask > 0
     ph = make_phantom(head, preset, load, seed, occupied)
     rseed = 1000 + 17 * seed + list(REALISATIONS).index(real)
     deg = phantoms.degrade(
         ph["image"], seed=rseed, bias_strength=bias_s, noise_sd=noise,
-        contrast_gamma=gamma, mask=brain,
+        contrast_gamma=gamma, contrast_scale=contrast, mask=brain,
     )  # fmt: skip
     ph["pre"] = preprocess(deg, brain, head, n4_shrink)
     ph.update(head=head, preset=preset, load=load, real=real)
@@ -335,7 +342,7 @@ def summarise(rows: list[dict]) -> dict:
             f"{a:.1f}-{b:.1f}": _rate([p for p in per if a <= p["peak_ratio"] < b])
             for a, b in CONTRAST_BINS
         }
-        for real in ("r1", "vendor085", "vendor115"):
+        for real in CHANGE_REALISATIONS:
             changes = []
             for r0 in main:
                 r1 = [
@@ -451,14 +458,18 @@ def markdown_tables(rows: list[dict], summary: dict) -> str:
             f"| recall per darkest-voxel ratio | {_rates(re_['recall_by_peak_ratio'])} "
             "| reported |",
         ]
-        for name, what in (("r1", "second noise/bias realisation"),
-                           ("vendor085", "vendor-like, gamma 0.85"),
-                           ("vendor115", "vendor-like, gamma 1.15")):  # fmt: skip
+        for name, what, target in (
+            ("r1", "second noise/bias realisation", "< 5 %"),
+            ("vendor085", "vendor-like, gamma 0.85", "< 5 %"),
+            ("vendor115", "vendor-like, gamma 1.15", "< 5 %"),
+            ("linear080", "contrast to WM × 0.8, linear", "reported"),
+            ("linear120", "contrast to WM × 1.2, linear", "reported"),
+        ):
             if f"{name}_volume_change_mean" in re_:
                 mean, mx = re_[f"{name}_volume_change_mean"], re_[f"{name}_volume_change_max"]
                 out.append(
                     f"| volume change, {what} | {100 * mean:.1f} % mean, {100 * mx:.1f} % max "
-                    "| < 5 % |"
+                    f"| {target} |"
                 )
         zero = [r for r in real if r["load"] == "none"]
         if zero:
@@ -525,6 +536,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loads", nargs="*", default=LOADS)
     ap.add_argument("--realisation-loads", nargs="*", default=["moderate"])
     ap.add_argument("--vendor-loads", nargs="*", default=["moderate"])
+    ap.add_argument("--linear-loads", nargs="*", default=["moderate"])
     ap.add_argument("--mimic-loads", nargs="*", default=["mild", "moderate"])
     ap.add_argument("--fluid-loads", nargs="*", default=["few", "moderate", "many"])
     ap.add_argument("--params", type=json.loads, default=None, help="JSON parameter overrides")
@@ -556,6 +568,8 @@ def main(argv=None) -> int:
                 jobs += [(preset, ld, "r1") for ld in args.realisation_loads]
                 jobs += [(preset, ld, v) for ld in args.vendor_loads for v in REALISATIONS if
                          v.startswith("vendor")]  # fmt: skip
+                jobs += [(preset, ld, v) for ld in args.linear_loads for v in REALISATIONS if
+                         v.startswith("linear")]  # fmt: skip
             elif preset == "mimics":
                 jobs += [(preset, ld, "r0") for ld in args.mimic_loads]
             else:
