@@ -135,11 +135,6 @@ QC_MAX_ASYMMETRY = 0.5
 #: PVS volume was the infarct's wall)
 QC_NEAR_MM = 3.0
 QC_MAX_NEAR_FRACTION = 0.25
-#: ``coarse_voxels``: a voxel edge above validation.COARSE_VOXEL_MM (1.5 mm; the input check
-#: warns in the log at the same size, this puts it beside the numbers). Both methods were
-#: validated on 1 mm-class T1w; on a 2 mm copy of the demo phantom the built-in method found
-#: 16 % of the PVS voxels (recall 0.16, Dice 0.256; 1 mm: 0.90 / 0.79, Dice 0.73 / 0.77;
-#: docs/builtin-method.md), so such volumes are not comparable with 1 mm data
 
 
 def _hemisphere_volumes(pvs: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> tuple:
