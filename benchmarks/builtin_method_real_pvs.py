@@ -621,13 +621,14 @@ def outside_regions(res: dict, reference: Path) -> dict:
     """How much of a review's mask lies in clusters that are mostly (> half their voxels)
     outside BG ∪ WM of another run of the same T1w (``reference``, e.g. the Samseg run when
     the mask came from ``--regions fast``): the grey matter a coarse region lets in."""
+    from mcpvs_bidsapp import measures
     from mcpvs_bidsapp.outputs import spec
 
     img = _derivative(reference / f"sub-{HEADS[res['head']]}" / "anat", spec.REGIONS_DSEG)
     if img.shape != res["_mask"].shape or not np.allclose(img.affine, res["_affine"], atol=1e-3):
         raise ValueError(f"{reference}: its regions are not on the grid of the reviewed mask")
     inside = np.isin(np.asarray(img.dataobj), [int(spec.Region.BG), int(spec.Region.WM)])
-    lab, n = ndi.label(res["_mask"] > 0, structure=np.ones((3, 3, 3)))
+    lab, n = measures.label_clusters(res["_mask"])
     ids = np.arange(1, n + 1)
     share = np.asarray(ndi.mean(inside.astype(float), lab, ids)) if n else np.zeros(0)
     size = np.bincount(lab.ravel(), minlength=n + 1)[1:]

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from mcpvs_bidsapp.orientation import voxel_sizes
 from mcpvs_bidsapp.outputs import spec
 from mcpvs_bidsapp.outputs.spec import Region
 
@@ -191,7 +192,9 @@ def qc_flags(
         "left_mm3": left,
         "right_mm3": right,
     }
-    zooms = np.sqrt((np.asarray(affine, float)[:3, :3] ** 2).sum(0))
+    # quantised, as the voxel-wise steps read them: a 1.5 mm voxel stored in float32 is not
+    # "coarser than 1.5 mm"
+    zooms = np.asarray(voxel_sizes(affine))
     near = None
     if t1w is not None or lesion is not None:
         body = np.zeros(pvs.shape, bool)

@@ -54,7 +54,9 @@ def tiny_v1_model_dir(tmp_path_factory) -> Path:
     return build_tiny_v1_model(workdir)
 
 
-#: the MNI152 box the built-in method's phantom tests crop (voxels of nilearn's 1 mm template)
+#: the MNI152 box the built-in method's phantom tests crop (voxels of nilearn's 1 mm template):
+#: both basal ganglia and the periventricular / central WM, small enough for fast tests, large
+#: enough to hold BG and WM tubes
 MNI_BOX = (slice(45, 155), slice(70, 190), slice(55, 135))
 
 

@@ -167,6 +167,15 @@ def test_qc_flag_coarse_voxels():
         assert ("coarse_voxels" in flags) is raised
         if raised:
             assert shown in flags["coarse_voxels"]
+    # an oblique 1.5 mm affine stored in float32: its column norms read 1.50000002, which is
+    # not coarser than 1.5 mm (the sizes are quantised as the voxel-wise steps read them)
+    c, s = np.cos(0.01), np.sin(0.01)
+    affine = np.eye(4)
+    affine[:3, :3] = (1.5 * np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])).astype(np.float32)
+    assert np.linalg.norm(affine[:3, :3], axis=0).max() > 1.5
+    census = measures.cluster_census(mask, dseg, affine)
+    out = measures.qc_flags(mask, dseg, brain, affine, census, t1w=t1w)
+    assert not out["QCChecks"]["coarse_voxels"]["raised"]
 
 
 def test_group_table_qc_label():

@@ -12,8 +12,6 @@ from mcpvs_bidsapp import measures, metrics, vesselness
 from mcpvs_bidsapp.synthetic import phantoms
 
 
-# a box around both basal ganglia and the periventricular/central WM of nilearn's MNI152:
-# small enough for fast tests, large enough to hold BG and WM tubes
 def _phantom(mni_box, load, seed, noise_seed=11, noise=0.02, bias=0.1):
     t, aff, brain, regions = mni_box
     ph = phantoms.insert_pvs(
