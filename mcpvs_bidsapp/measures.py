@@ -200,9 +200,9 @@ def qc_flags(
         body = np.zeros(pvs.shape, bool)
         if t1w is not None:
             regions = np.where(brain, dseg, 0)
-            body |= vesselness.fluid_bodies(
+            body |= vesselness.read_fluid(
                 np.asarray(t1w, np.float32), regions, float(zooms.min()), vesselness.DEFAULT_PARAMS
-            )
+            ).bodies
         if lesion is not None:
             body |= lesion > 0
         if pvs.any() and body.any():

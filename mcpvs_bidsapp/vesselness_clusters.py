@@ -29,7 +29,7 @@ from scipy import ndimage as ndi
 
 #: shipped models (package data), by name
 MODEL_DIR = Path(__file__).parent / "data" / "models"
-DEFAULT_MODEL = "clusters-logistic-v2"
+DEFAULT_MODEL = "clusters-logistic-v3"
 
 #: the features of one candidate cluster, in this order (all but ``back_mean`` and the
 #: distances in units of the image's own noise or thresholds, so that they transfer between
