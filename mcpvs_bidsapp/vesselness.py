@@ -419,7 +419,7 @@ def read_fluid(
     """
     ref = (regions == Region.WM) if ref is None else ref
     level = float(p["fluid_level"])
-    bodies = fluid_bodies(img, regions, iso, {**p, "fluid_level": level})
+    bodies = fluid_bodies(img, regions, iso, p)
     ratio, ok = _fluid_ratio(img, bodies, ref)
     if p.get("fluid_level_relative", 0) > 0 and ok:
         for _ in range(STANDARDISE_ITERATIONS):
@@ -743,9 +743,9 @@ def segment_pvs(
             # integrated around it (the PSF keeps the integral) over this image's fluid contrast
             rv = max(1, int(round(p["volume_mm"] * mm)))
             lab_f, n_f = ndi.label(final, structure=s26)
-            fids = np.arange(1, n_f + 1)
             grown = ndi.grey_dilation(lab_f, footprint=_ball(rv)) * search
             grown = np.where(lab_f > 0, lab_f, grown)
+            fids = np.arange(1, n_f + 1)
             dip = np.asarray(ndi.sum_labels(contrast, grown, fids)) / max(1.0 - ratio, 0.1)
             need = np.maximum(1, np.round(dip)).astype(int)
             if p["volume_core"] == "connected":

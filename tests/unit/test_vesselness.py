@@ -162,33 +162,56 @@ def test_fragments_wholly_at_the_region_edge_are_dropped():
     assert mask[24, 17:21, 24].any()  # the deep end stays
 
 
-@pytest.mark.slow  # six segmentations of the box: 24 s, the largest share of `-m "not slow"`
-def test_fluid_reference_undoes_a_vendor_like_gamma(mni_box):
-    """``fluid_reference`` (opt-in) standardises the image's fluid/WM ratio with a power curve
-    about WM, so a gamma of 0.85 or 1.15 (``phantoms.degrade``) moves the volume much less.
-    Measured on this box (realistic moderate load, seed 1, noise 0.02): volume change for
-    gamma 0.85 / 1.15 -14 % / +23 % without, -1 % / +6 % with (docs/builtin-method.md)."""
+@pytest.fixture(scope="module")
+def moderate_box(mni_box):
+    """The realistic MNI box with a moderate load (seed 1) and no mimics, before degradation:
+    ``(phantom, affine, brain)``, built once for the contrast-change tests."""
     from mcpvs_bidsapp.synthetic import realistic
 
     t, aff, brain, regions = mni_box
     ph = realistic.insert_realistic_pvs(
         t, aff, brain, regions == 2, regions == 1, load="moderate", seed=1, regions=regions
     )
+    return ph, aff, brain
+
+
+def _contrast_runs(moderate_box, params, change, values):
+    """``segment_pvs`` on :func:`moderate_box` degraded (noise 0.02, bias 0.2, seed 12) once
+    unchanged and once per ``phantoms.degrade(**{change: value})``, WM scaled to 1:
+    ``[(mask voxels, used parameters)]``, the unchanged run first."""
+    ph, aff, brain = moderate_box
+    runs = []
+    for value in (1.0, *values):
+        img = phantoms.degrade(
+            ph.image, seed=12, bias_strength=0.2, noise_sd=0.02, mask=brain, **{change: value}
+        )
+        img = img / np.median(img[ph.regions == 2])
+        _, mask, used = vesselness.segment_pvs(
+            img, ph.regions, (1, 1, 1), affine=aff, params=params
+        )
+        runs.append((int(mask.sum()), used))
+    return runs
+
+
+def _largest_change(volumes):
+    """The largest relative change of ``volumes[1:]`` against ``volumes[0]``."""
+    return max(abs(v - volumes[0]) / volumes[0] for v in volumes[1:])
+
+
+@pytest.mark.slow  # six segmentations of the box: 24 s, the largest share of `-m "not slow"`
+def test_fluid_reference_undoes_a_vendor_like_gamma(moderate_box):
+    """``fluid_reference`` (opt-in) standardises the image's fluid/WM ratio with a power curve
+    about WM, so a gamma of 0.85 or 1.15 (``phantoms.degrade``) moves the volume much less.
+    Measured on this box (realistic moderate load, seed 1, noise 0.02): volume change for
+    gamma 0.85 / 1.15 -14 % / +23 % without, -1 % / +6 % with (docs/builtin-method.md)."""
     change = {}
     for ref in (0.0, 0.3):
-        vols = []
-        for gamma in (1.0, 0.85, 1.15):
-            img = phantoms.degrade(
-                ph.image, seed=12, bias_strength=0.2, noise_sd=0.02, contrast_gamma=gamma,
-                mask=brain,
-            )  # fmt: skip
-            img = img / np.median(img[ph.regions == 2])
-            _, mask, used = vesselness.segment_pvs(
-                img, ph.regions, (1, 1, 1), affine=aff, params={"fluid_reference": ref}
-            )
-            vols.append(int(mask.sum()))
-        change[ref] = max(abs(v - vols[0]) / vols[0] for v in vols[1:])
+        runs = _contrast_runs(
+            moderate_box, {"fluid_reference": ref}, "contrast_gamma", (0.85, 1.15)
+        )
+        change[ref] = _largest_change([n for n, _ in runs])
         if ref:
+            used = runs[-1][1]
             assert used["measured"]["fluid_ratio_standardised"] == pytest.approx(ref, abs=0.01)
     assert change[0.0] > 0.1  # the gamma does move the linear model's volume
     assert change[0.3] < 0.1 and change[0.3] < 0.5 * change[0.0]
@@ -224,7 +247,7 @@ def test_fluid_is_read_at_a_level_relative_to_its_own_contrast():
 
 
 @pytest.mark.slow  # six segmentations of the box
-def test_thresholds_follow_a_linear_contrast_change(mni_box):
+def test_thresholds_follow_a_linear_contrast_change(moderate_box):
     """The background's PVS exclusion (``background_exclude_fluid``) and the fluid level
     (``fluid_level_relative``) are fractions of this image's fluid contrast, so a contrast
     change that scales every dip (another inversion time: ``phantoms.degrade(contrast_scale=)``)
@@ -233,31 +256,17 @@ def test_thresholds_follow_a_linear_contrast_change(mni_box):
     x 1.2, clusters-logistic-v3): volume -11.4 / +14.7 % with both absolute, -7.0 / +11.0 %
     with the exclusion relative only, -8.4 / +7.6 % with the level relative only, -5.6 /
     +1.9 % with both (the defaults)."""
-    from mcpvs_bidsapp.synthetic import realistic
-
-    t, aff, brain, regions = mni_box
-    ph = realistic.insert_realistic_pvs(
-        t, aff, brain, regions == 2, regions == 1, load="moderate", seed=1, regions=regions
-    )
     absolute = {"background_exclude_fluid": 0.0, "fluid_level_relative": 0.0}
+    frac = vesselness.DEFAULT_PARAMS["background_exclude_fluid"]
     change, excluded = {}, {}
     for rule, params in (("absolute", absolute), ("relative", {})):
-        vols = []
-        for k in (1.0, 0.8, 1.2):
-            img = phantoms.degrade(
-                ph.image, seed=12, bias_strength=0.2, noise_sd=0.02, contrast_scale=k,
-                mask=brain,
-            )  # fmt: skip
-            img = img / np.median(img[ph.regions == 2])
-            _, mask, used = vesselness.segment_pvs(
-                img, ph.regions, (1, 1, 1), affine=aff, params=params
-            )
-            vols.append(int(mask.sum()))
-            if rule == "relative":
-                m, frac = used["measured"], vesselness.DEFAULT_PARAMS["background_exclude_fluid"]
+        runs = _contrast_runs(moderate_box, params, "contrast_scale", (0.8, 1.2))
+        change[rule] = _largest_change([n for n, _ in runs])
+        if rule == "relative":
+            for k, (_, used) in zip((1.0, 0.8, 1.2), runs, strict=True):
+                m = used["measured"]
                 assert m["background_exclude"] == pytest.approx(frac * (1 - m["fluid_ratio"]))
                 excluded[k] = m["background_exclude"]
-        change[rule] = max(abs(v - vols[0]) / vols[0] for v in vols[1:])
     # the exclusion follows the fluid contrast to WM, which the scaling (about the brain's
     # 95th percentile, not WM) moves by about 0.81 / 1.20 on this box
     assert excluded[0.8] < 0.9 * excluded[1.0] and excluded[1.2] > 1.1 * excluded[1.0]
